@@ -1,0 +1,1 @@
+"""medsamkit.server."""
