@@ -1,0 +1,148 @@
+"""Box/point-prompted prediction on one 2D image with a cached embedding.
+
+The predictor holds the state (the embedding and the image's frame); the model holds none.
+Setting an image runs the encoder once; every call to :meth:`Predictor.predict` then decodes
+all its prompts in one batched decoder call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..models.sam import Sam
+from ..preprocessing.geometry import Frame, ModelGeometry
+
+
+@dataclass(frozen=True)
+class ImageEmbedding:
+    """The encoder output of one image and where the image sits in the model input."""
+
+    features: torch.Tensor  # (1, 256, 64, 64)
+    frame: Frame
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Masks for N prompts with K outputs each (K = 3 with multimask, else 1).
+
+    masks: (N, K, H, W) bool at the original image size.
+    iou_scores: (N, K) the IoU head's quality estimates.
+    low_res_logits: (N, K, 256, 256) decoder logits (feed back as ``mask_input``).
+    """
+
+    masks: np.ndarray
+    iou_scores: np.ndarray
+    low_res_logits: torch.Tensor
+
+
+def validate_boxes(boxes: np.ndarray, image_size: tuple[int, int], source: str | None = None) -> np.ndarray:
+    """Check (N, 4) pixel boxes x0, y0, x1, y1 against an (H, W) image; returns float64 boxes."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) if np.size(boxes) else np.zeros((0, 4))
+    h, w = image_size
+    for box in boxes:
+        x0, y0, x1, y1 = box
+        text = ",".join(f"{v:g}" for v in box)
+        if not np.all(np.isfinite(box)):
+            raise InputError(source, f"box {text} has a non-finite coordinate")
+        if x1 < x0 or y1 < y0:
+            raise InputError(source, f"box {text} is inverted (need x0 <= x1 and y0 <= y1)")
+        if x1 == x0 or y1 == y0:
+            raise InputError(source, f"box {text} has zero area")
+        if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
+            raise InputError(source, f"box {text} lies outside the {w}x{h} image (x 0..{w}, y 0..{h})")
+    return boxes
+
+
+class Predictor:
+    """Encode an image once, then segment any number of prompts on it.
+
+    Args:
+        model: a :class:`~medsamkit.models.sam.Sam` in eval mode.
+        geometry: the model family's geometry (resize, normalise, map prompts and masks).
+    """
+
+    def __init__(self, model: Sam, geometry: ModelGeometry) -> None:
+        self.model = model
+        self.geometry = geometry
+        self.embedding: ImageEmbedding | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.inference_mode()
+    def embed(self, image: np.ndarray) -> ImageEmbedding:
+        """Run the encoder on an H x W x 3 uint8 RGB image (does not change the predictor's state)."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an H x W x 3 uint8 image, got {image.shape} {image.dtype}")
+        tensor, frame = self.geometry.prepare_image(image)
+        features = self.model.encode(tensor.to(self.device))
+        return ImageEmbedding(features=features, frame=frame)
+
+    def set_image(self, image: np.ndarray) -> ImageEmbedding:
+        """Encode ``image`` and keep the embedding for the following :meth:`predict` calls."""
+        self.embedding = self.embed(image)
+        return self.embedding
+
+    def set_embedding(self, embedding: ImageEmbedding) -> None:
+        """Use a precomputed embedding (from :meth:`embed` or a cache)."""
+        self.embedding = embedding
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        boxes: np.ndarray | None = None,
+        points: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = False,
+    ) -> Prediction:
+        """Segment N prompts in one decoder call.
+
+        Args:
+            boxes: (N, 4) x0, y0, x1, y1 in original pixels.
+            points: (N, K, 2) x, y in original pixels, or (K, 2) for a single prompt.
+            point_labels: (N, K) 1 foreground, 0 background (default all 1).
+            mask_input: (N, 1, 256, 256) low-resolution logits from an earlier prediction.
+            multimask_output: return 3 candidate masks per prompt instead of 1.
+        """
+        if self.embedding is None:
+            raise RuntimeError("call set_image() or set_embedding() before predict()")
+        frame = self.embedding.frame
+        dev = self.device
+        box_t = None
+        if boxes is not None:
+            boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+            box_t = self.geometry.boxes_to_model(boxes, frame).to(dev)
+        point_t = None
+        if points is not None:
+            pts = np.asarray(points, dtype=np.float64)
+            if pts.ndim == 2:
+                pts = pts[None]
+            labels = np.ones(pts.shape[:2]) if point_labels is None else np.asarray(point_labels).reshape(pts.shape[:2])
+            point_t = (
+                self.geometry.points_to_model(pts, frame).to(dev),
+                torch.as_tensor(labels, dtype=torch.int64, device=dev),
+            )
+        if box_t is None and point_t is None and mask_input is None:
+            raise ValueError("give at least one prompt: boxes, points or mask_input")
+        n = box_t.shape[0] if box_t is not None else point_t[0].shape[0] if point_t is not None else mask_input.shape[0]
+        if box_t is not None and point_t is not None and point_t[0].shape[0] != n:
+            raise ValueError("boxes and points must describe the same number of prompts")
+        if n == 0:
+            h, w = frame.original_size
+            return Prediction(np.zeros((0, 1, h, w), bool), np.zeros((0, 1), np.float32), torch.zeros(0, 1, 256, 256))
+        masks_t = None if mask_input is None else mask_input.to(dev, torch.float32)
+        low_res, iou = self.model.decode(
+            self.embedding.features, boxes=box_t, points=point_t, masks=masks_t, multimask_output=multimask_output
+        )
+        logits = self.geometry.logits_to_original(low_res.float(), frame)
+        return Prediction(
+            masks=(logits > 0).cpu().numpy(),
+            iou_scores=iou.float().cpu().numpy(),
+            low_res_logits=low_res.cpu(),
+        )

@@ -1,0 +1,96 @@
+"""Build a registry model and load its weights: the one entry point every command uses."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+from .checkpoint import load_state_dict_strict, read_checkpoint
+from .detect import detect_architecture
+from .registry import DEFAULT_MODEL, MODELS, ModelSpec, get_spec
+from .sam import Sam
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode on its device, with the spec and the weights file it came from."""
+
+    model: Sam
+    spec: ModelSpec
+    weights_path: Path
+    device: torch.device
+
+
+def spec_for_checkpoint(state: dict[str, torch.Tensor], path: Path, name: str | None) -> ModelSpec:
+    """The registry entry for a checkpoint: ``name`` when given, else recognised from the keys.
+
+    A ViT-B file may be SAM or MedSAM (same shapes, different preprocessing): the file name
+    decides ("medsam" in it -> MedSAM) and a warning says how to choose explicitly.
+    """
+    if name is not None:
+        return get_spec(name)
+    arch = detect_architecture(state)
+    if arch is None:
+        raise CheckpointError(
+            f"{path}: not a recognised SAM-family checkpoint (no TinyViT or ViT-B/L/H image encoder keys); "
+            f"name the model with --model ({', '.join(MODELS)})"
+        )
+    candidates = [s for s in MODELS.values() if s.architecture == arch]
+    if len(candidates) == 1:
+        return candidates[0]
+    preferred = "medsam" if "medsam" in path.name.lower() else "sam"
+    spec = next(s for s in candidates if s.preprocessing == preferred)
+    log.warning(
+        "%s is a %s checkpoint, used by %s; assuming %s from the file name (pass --model to choose)",
+        path, arch, ", ".join(s.name for s in candidates), spec.name,
+    )
+    return spec
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """"auto" picks cuda, then mps, then cpu."""
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def load_model(
+    name: str | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    device: str | torch.device | None = "auto",
+    allow_download: bool = True,
+) -> LoadedModel:
+    """Build the named model (default LiteMedSAM) and load its weights strictly.
+
+    With ``checkpoint`` the file is used as given and the architecture is recognised from its
+    keys unless ``name`` is given; otherwise the registry's weights are located (packaged file
+    or cache) or downloaded.
+    """
+    from .zoo import ensure_weights
+
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        state = read_checkpoint(path)
+        spec = spec_for_checkpoint(state, path, name)
+    else:
+        spec = get_spec(name or DEFAULT_MODEL)
+        path = Path(ensure_weights(spec.weights, allow_download=allow_download))
+        state = read_checkpoint(path)
+    model = spec.build()
+    load_state_dict_strict(model, state, source=str(path), model_name=spec.name)
+    dev = resolve_device(device)
+    model.to(dev).eval()
+    log.info("model %s on %s, weights %s", spec.name, dev, path)
+    return LoadedModel(model=model, spec=spec, weights_path=path, device=dev)

@@ -1,0 +1,122 @@
+"""A plain registry of named models: architecture, preprocessing family and weights.
+
+Adding a model size is one entry: each builder passes only its numbers to one private
+builder. Facts: ../shared/docs/design.md (encoder sizes, prompt encoder and decoder).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+from torch import nn
+
+from .image_encoder_vit import ImageEncoderViT
+from .mask_decoder import MaskDecoder
+from .prompt_encoder import PromptEncoder
+from .sam import Sam
+from .tiny_vit import TinyViT
+from .transformer import TwoWayTransformer
+
+EMBED_DIM = 256
+EMBED_GRID = 64
+
+
+def _sam_heads(image_encoder: nn.Module, input_size: int) -> Sam:
+    prompt_encoder = PromptEncoder(
+        embed_dim=EMBED_DIM,
+        image_embedding_size=(EMBED_GRID, EMBED_GRID),
+        input_image_size=(input_size, input_size),
+        mask_in_chans=16,
+    )
+    mask_decoder = MaskDecoder(
+        transformer_dim=EMBED_DIM,
+        transformer=TwoWayTransformer(depth=2, embedding_dim=EMBED_DIM, mlp_dim=2048, num_heads=8),
+        num_multimask_outputs=3,
+        iou_head_depth=3,
+        iou_head_hidden_dim=256,
+    )
+    return Sam(image_encoder, prompt_encoder, mask_decoder)
+
+
+def _build_vit(embed_dim: int, depth: int, num_heads: int, global_attn_indexes: Sequence[int]) -> Sam:
+    encoder = ImageEncoderViT(
+        img_size=1024,
+        patch_size=16,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+        mlp_ratio=4.0,
+        out_chans=EMBED_DIM,
+        qkv_bias=True,
+        use_rel_pos=True,
+        window_size=14,
+        global_attn_indexes=tuple(global_attn_indexes),
+    )
+    return _sam_heads(encoder, 1024)
+
+
+def _build_tinyvit() -> Sam:
+    return _sam_heads(TinyViT(img_size=256), 256)
+
+
+build_vit_b = partial(_build_vit, 768, 12, 12, (2, 5, 8, 11))
+build_vit_l = partial(_build_vit, 1024, 24, 16, (5, 11, 17, 23))
+build_vit_h = partial(_build_vit, 1280, 32, 16, (7, 15, 23, 31))
+
+#: encoder architecture name -> builder of the whole (randomly initialised) model
+ARCHITECTURES: dict[str, Callable[[], Sam]] = {
+    "tinyvit": _build_tinyvit,
+    "vit-b": build_vit_b,
+    "vit-l": build_vit_l,
+    "vit-h": build_vit_h,
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to run one named model.
+
+    Attributes:
+        name: registry name (CLI ``--model``).
+        architecture: key of :data:`ARCHITECTURES`.
+        preprocessing: geometry family, one of "litemedsam", "medsam", "sam"
+            (see :func:`medsamkit.preprocessing.geometry.geometry_for`).
+        weights: key of :data:`medsamkit.models.zoo.WEIGHTS`.
+        description: one line for ``medsamkit models``.
+    """
+
+    name: str
+    architecture: str
+    preprocessing: str
+    weights: str
+    description: str
+
+    def build(self) -> Sam:
+        return ARCHITECTURES[self.architecture]()
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("litemedsam", "tinyvit", "litemedsam", "litemedsam",
+                  "LiteMedSAM: TinyViT at 256 px, 9.8M parameters, CPU-friendly (default)"),
+        ModelSpec("medsam-vit-b", "vit-b", "medsam", "medsam-vit-b",
+                  "MedSAM: SAM ViT-B tuned on 1.5M medical image/mask pairs, 1024 px"),
+        ModelSpec("sam-vit-b", "vit-b", "sam", "sam-vit-b", "SAM ViT-B (natural images), 1024 px"),
+        ModelSpec("sam-vit-l", "vit-l", "sam", "sam-vit-l", "SAM ViT-L (natural images), 1024 px"),
+        ModelSpec("sam-vit-h", "vit-h", "sam", "sam-vit-h", "SAM ViT-H (natural images), 1024 px"),
+    )
+}
+
+DEFAULT_MODEL = "litemedsam"
+
+
+def get_spec(name: str) -> ModelSpec:
+    from ..errors import InputError
+
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise InputError(None, f"unknown model {name!r}; known models: {', '.join(MODELS)}") from None

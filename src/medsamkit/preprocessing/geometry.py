@@ -1,0 +1,200 @@
+"""Model geometry: one object per model family that maps images, boxes and points into the
+model's input frame and maps mask logits back to the original image.
+
+Images, prompts and masks all go through the same object, so they cannot drift apart.
+Each family follows its reference pipeline exactly (../shared/docs/design.md):
+
+- LiteMedSAM: longest side -> 256 (cv2 INTER_AREA, sizes rounded int(x + 0.5)), min-max to
+  [0, 1] *after* resizing, zero-pad bottom/right to 256; boxes scaled by int(v * 256 / max(H, W));
+  logits cropped to the resized size, bilinear to (H, W).
+- MedSAM: resize straight to 1024 x 1024 (aspect not kept), min-max to [0, 1], no mean/std;
+  boxes scaled by 1024 / [W, H, W, H]; 256 x 256 logits bilinear straight to (H, W).
+- SAM: longest side -> 1024 (bilinear), ImageNet mean/std, zero-pad to 1024; coordinates scaled
+  by the resize factor; logits -> 1024 -> crop -> (H, W).
+
+All thresholds are "logit > 0", i.e. sigmoid > 0.5 as in the references.
+Arrays: images are H x W x 3 uint8 RGB (use :mod:`medsamkit.preprocessing.intensity` first);
+boxes are (N, 4) x0, y0, x1, y1 in original pixels, x right and y down; points (N, K, 2) x, y.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
+SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Where an image sits in the model input.
+
+    original_size: (H, W) of the image as given.
+    resized_size: (h, w) of the resized image inside the square model input (before padding).
+    input_size: side S of the square model input.
+    """
+
+    original_size: tuple[int, int]
+    resized_size: tuple[int, int]
+    input_size: int
+
+    @property
+    def scale_xy(self) -> tuple[float, float]:
+        """Factors from original to model pixels along x and y."""
+        (h, w), (nh, nw) = self.original_size, self.resized_size
+        return nw / w, nh / h
+
+
+def _minmax01(image: np.ndarray) -> np.ndarray:
+    image = image.astype(np.float32)
+    lo = float(image.min())
+    span = max(float(image.max()) - lo, 1e-8)
+    return (image - lo) / span
+
+
+def _to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
+    """H x W x 3 float -> (1, 3, size, size), zero-padded bottom/right."""
+    h, w = image.shape[:2]
+    padded = np.zeros((size, size, 3), dtype=np.float32)
+    padded[:h, :w] = image
+    return torch.from_numpy(padded).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def longest_side_size(h: int, w: int, target: int) -> tuple[int, int]:
+    """(new_h, new_w) with the longest side at ``target``, rounded as the references do."""
+    scale = target / max(h, w)
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+class ModelGeometry:
+    """Base class; subclasses define how the image is resized and normalised."""
+
+    family: str = ""
+    input_size: int = 1024
+
+    # --- images -------------------------------------------------------------------------
+    def frame(self, original_size: tuple[int, int]) -> Frame:
+        raise NotImplementedError
+
+    def prepare_image(self, image: np.ndarray) -> tuple[torch.Tensor, Frame]:
+        """H x W x 3 uint8 RGB -> ((1, 3, S, S) float tensor, frame)."""
+        raise NotImplementedError
+
+    # --- prompts ------------------------------------------------------------------------
+    def boxes_to_model(self, boxes: np.ndarray, frame: Frame) -> torch.Tensor:
+        """(N, 4) original-pixel boxes -> (N, 4) model-input boxes (float32)."""
+        sx, sy = frame.scale_xy
+        scaled = np.asarray(boxes, dtype=np.float64) * np.array([sx, sy, sx, sy])
+        return torch.as_tensor(scaled, dtype=torch.float32)
+
+    def points_to_model(self, points: np.ndarray, frame: Frame) -> torch.Tensor:
+        """(N, K, 2) original-pixel points -> model-input points (float32)."""
+        sx, sy = frame.scale_xy
+        scaled = np.asarray(points, dtype=np.float64) * np.array([sx, sy])
+        return torch.as_tensor(scaled, dtype=torch.float32)
+
+    def mask_to_model(self, mask: np.ndarray, frame: Frame, low_res: int = 256) -> torch.Tensor:
+        """A binary (H, W) mask -> (1, 1, low_res, low_res) logits-like prompt (+/-8) in the
+        low-resolution frame of the decoder output, aligned like the image."""
+        h, w = frame.resized_size
+        lh = round(h * low_res / frame.input_size)
+        lw = round(w * low_res / frame.input_size)
+        small = cv2.resize(mask.astype(np.float32), (max(lw, 1), max(lh, 1)), interpolation=cv2.INTER_LINEAR)
+        out = np.full((low_res, low_res), -8.0, dtype=np.float32)
+        out[:lh, :lw] = np.where(small > 0.5, 8.0, -8.0)
+        return torch.from_numpy(out)[None, None]
+
+    # --- outputs ------------------------------------------------------------------------
+    def logits_to_original(self, low_res_logits: torch.Tensor, frame: Frame) -> torch.Tensor:
+        """(N, K, s, s) decoder logits -> (N, K, H, W) logits at the original size."""
+        raise NotImplementedError
+
+
+class LiteMedSAMGeometry(ModelGeometry):
+    family = "litemedsam"
+    input_size = 256
+
+    def frame(self, original_size: tuple[int, int]) -> Frame:
+        h, w = original_size
+        return Frame((h, w), longest_side_size(h, w, self.input_size), self.input_size)
+
+    def prepare_image(self, image: np.ndarray) -> tuple[torch.Tensor, Frame]:
+        frame = self.frame(image.shape[:2])
+        nh, nw = frame.resized_size
+        resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+        return _to_tensor(_minmax01(resized), self.input_size), frame
+
+    def boxes_to_model(self, boxes: np.ndarray, frame: Frame) -> torch.Tensor:
+        # reference: int(v * 256 / max(H, W)), a truncation
+        ratio = self.input_size / max(frame.original_size)
+        scaled = np.trunc(np.asarray(boxes, dtype=np.float64) * ratio)
+        return torch.as_tensor(scaled, dtype=torch.float32)
+
+    def points_to_model(self, points: np.ndarray, frame: Frame) -> torch.Tensor:
+        ratio = self.input_size / max(frame.original_size)
+        return torch.as_tensor(np.asarray(points, dtype=np.float64) * ratio, dtype=torch.float32)
+
+    def logits_to_original(self, low_res_logits: torch.Tensor, frame: Frame) -> torch.Tensor:
+        nh, nw = frame.resized_size
+        if low_res_logits.shape[-1] != self.input_size:
+            low_res_logits = F.interpolate(
+                low_res_logits, (self.input_size, self.input_size), mode="bilinear", align_corners=False
+            )
+        cropped = low_res_logits[..., :nh, :nw]
+        return F.interpolate(cropped, frame.original_size, mode="bilinear", align_corners=False)
+
+
+class MedSAMGeometry(ModelGeometry):
+    family = "medsam"
+    input_size = 1024
+
+    def frame(self, original_size: tuple[int, int]) -> Frame:
+        return Frame(tuple(original_size), (self.input_size, self.input_size), self.input_size)
+
+    def prepare_image(self, image: np.ndarray) -> tuple[torch.Tensor, Frame]:
+        frame = self.frame(image.shape[:2])
+        h, w = frame.original_size
+        # MedSAM uses an order-3 (cubic) resize; area averaging when shrinking avoids aliasing
+        interp = cv2.INTER_CUBIC if max(h, w) <= self.input_size else cv2.INTER_AREA
+        resized = cv2.resize(image, (self.input_size, self.input_size), interpolation=interp)
+        return _to_tensor(_minmax01(resized), self.input_size), frame
+
+    def logits_to_original(self, low_res_logits: torch.Tensor, frame: Frame) -> torch.Tensor:
+        return F.interpolate(low_res_logits, frame.original_size, mode="bilinear", align_corners=False)
+
+
+class SAMGeometry(ModelGeometry):
+    family = "sam"
+    input_size = 1024
+
+    def frame(self, original_size: tuple[int, int]) -> Frame:
+        h, w = original_size
+        return Frame((h, w), longest_side_size(h, w, self.input_size), self.input_size)
+
+    def prepare_image(self, image: np.ndarray) -> tuple[torch.Tensor, Frame]:
+        frame = self.frame(image.shape[:2])
+        nh, nw = frame.resized_size
+        resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.BILINEAR), dtype=np.float32)
+        normalised = (resized - np.array(SAM_PIXEL_MEAN, np.float32)) / np.array(SAM_PIXEL_STD, np.float32)
+        return _to_tensor(normalised, self.input_size), frame
+
+    def logits_to_original(self, low_res_logits: torch.Tensor, frame: Frame) -> torch.Tensor:
+        nh, nw = frame.resized_size
+        full = F.interpolate(low_res_logits, (self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        return F.interpolate(full[..., :nh, :nw], frame.original_size, mode="bilinear", align_corners=False)
+
+
+GEOMETRIES: dict[str, type[ModelGeometry]] = {
+    cls.family: cls for cls in (LiteMedSAMGeometry, MedSAMGeometry, SAMGeometry)
+}
+
+
+def geometry_for(family: str) -> ModelGeometry:
+    """The geometry object of a preprocessing family ("litemedsam", "medsam" or "sam")."""
+    return GEOMETRIES[family]()
