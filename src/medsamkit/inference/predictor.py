@@ -29,12 +29,14 @@ class ImageEmbedding:
 class Prediction:
     """Masks for N prompts with K outputs each (K = 3 with multimask, else 1).
 
-    masks: (N, K, H, W) bool at the original image size.
+    masks: (N, K, H, W) bool at the original image size (logits > 0, i.e. sigmoid > 0.5).
+    logits: (N, K, H, W) float32 logits at the original size (to resolve overlaps).
     iou_scores: (N, K) the IoU head's quality estimates.
     low_res_logits: (N, K, 256, 256) decoder logits (feed back as ``mask_input``).
     """
 
     masks: np.ndarray
+    logits: np.ndarray
     iou_scores: np.ndarray
     low_res_logits: torch.Tensor
 
@@ -135,14 +137,16 @@ class Predictor:
             raise ValueError("boxes and points must describe the same number of prompts")
         if n == 0:
             h, w = frame.original_size
-            return Prediction(np.zeros((0, 1, h, w), bool), np.zeros((0, 1), np.float32), torch.zeros(0, 1, 256, 256))
+            empty = np.zeros((0, 1, h, w), np.float32)
+            return Prediction(empty > 0, empty, np.zeros((0, 1), np.float32), torch.zeros(0, 1, 256, 256))
         masks_t = None if mask_input is None else mask_input.to(dev, torch.float32)
         low_res, iou = self.model.decode(
             self.embedding.features, boxes=box_t, points=point_t, masks=masks_t, multimask_output=multimask_output
         )
-        logits = self.geometry.logits_to_original(low_res.float(), frame)
+        logits = self.geometry.logits_to_original(low_res.float(), frame).cpu().numpy()
         return Prediction(
-            masks=(logits > 0).cpu().numpy(),
+            masks=logits > 0,
+            logits=logits,
             iou_scores=iou.float().cpu().numpy(),
             low_res_logits=low_res.cpu(),
         )

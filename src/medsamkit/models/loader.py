@@ -92,5 +92,5 @@ def load_model(
     load_state_dict_strict(model, state, source=str(path), model_name=spec.name)
     dev = resolve_device(device)
     model.to(dev).eval()
-    log.info("model %s on %s, weights %s", spec.name, dev, path)
+    log.debug("model %s on %s, weights %s", spec.name, dev, path)
     return LoadedModel(model=model, spec=spec, weights_path=path, device=dev)

@@ -1,0 +1,45 @@
+"""Options shared by several verbs: model choice, device, threads, intensity scheme."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import torch
+
+from ..inference.predictor import Predictor
+from ..models.loader import LoadedModel, load_model
+from ..models.registry import DEFAULT_MODEL, MODELS
+from ..preprocessing.geometry import geometry_for
+from ..preprocessing.intensity import MODALITIES
+
+log = logging.getLogger("medsamkit.cli")
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", choices=list(MODELS), default=None,
+                   help=f"registry model (default {DEFAULT_MODEL}; with --checkpoint: recognised from the file)")
+    g.add_argument("--checkpoint", metavar="PATH", default=None,
+                   help="weights file to use instead of the registry's (raw, {'model': ...} or 'module.'-prefixed)")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
+                   help="auto picks cuda, then mps, then cpu")
+    g.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch")
+
+
+def add_intensity_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("intensity")
+    g.add_argument("--modality", choices=list(MODALITIES), default=None,
+                   help="intensity scheme: ct (window), mr/us/... (0.5-99.5 percentile clip), rgb, minmax; "
+                        "default: by image kind (DICOM CT -> abdomen window, 16-bit -> percentiles, 8-bit as is)")
+    g.add_argument("--window", default=None, metavar="PRESET|L,W",
+                   help="CT window preset (abdomen, liver, lung, brain, bone, mediastinum) or level,width")
+
+
+def make_predictor(args: argparse.Namespace) -> tuple[Predictor, LoadedModel]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    loaded = load_model(args.model, args.checkpoint, device=args.device)
+    log.info("model %s on %s (%d threads); weights %s", loaded.spec.name, loaded.device,
+             torch.get_num_threads(), loaded.weights_path)
+    return Predictor(loaded.model, geometry_for(loaded.spec.preprocessing)), loaded

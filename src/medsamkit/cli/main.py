@@ -1,0 +1,65 @@
+"""The ``medsamkit`` command: one verb per task, each a thin wrapper over a library function.
+
+Errors a user can cause are printed as one line (``medsamkit: error: FILE: problem``) with exit
+code 2 and no traceback; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .. import __version__
+from ..errors import MedsamkitError
+from . import demo, models, segment
+
+VERBS = (segment, models, demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medsamkit",
+        description="Segment-Anything-family models for medical images (LiteMedSAM, MedSAM, SAM).",
+    )
+    parser.add_argument("--version", action="version", version=f"medsamkit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for verb in VERBS:
+        verb.add_parser(sub)
+    return parser
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.verbose or args.debug else logging.WARNING if args.quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("medsamkit: %(message)s" if level > logging.DEBUG else "%(name)s: %(message)s"))
+    root = logging.getLogger("medsamkit")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_help()
+        return 2
+    _configure_logging(args)
+    try:
+        return int(args.run(args) or 0)
+    except MedsamkitError as exc:
+        if args.debug:
+            raise
+        print(f"medsamkit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("medsamkit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""``medsamkit segment``: box-prompted segmentation of one image or a folder of images."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..inference.batch import segment_folder
+from ..inference.prompts import BoxPrompt, parse_box, prompts_for_image, read_boxes_file
+from ..inference.segment2d import Segmenter2D
+from .common import add_intensity_options, add_model_options, make_predictor
+
+HELP = "segment an image (or a folder of images) from box prompts"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "segment", help=HELP, description=HELP + ". Boxes are pixels of the original image: "
+        "X0,Y0,X1,Y1 with x to the right and y down. One box gives a 0/255 mask, several a label map 1..N.",
+    )
+    p.add_argument("input", metavar="IMAGE", help="2D image (PNG, JPEG, BMP, TIFF, NPY, NPZ, DICOM slice) or a folder")
+    p.add_argument("--box", action="append", default=[], metavar="X0,Y0,X1,Y1", help="a box prompt (repeat for more)")
+    p.add_argument("--label", action="append", type=int, default=None, metavar="ID",
+                   help="label id of each --box, in order (default 1..N)")
+    p.add_argument("--boxes-file", metavar="FILE", help="JSON or CSV list of boxes (columns image,x0,y0,x1,y1[,label])")
+    p.add_argument("-o", "--output", required=True, metavar="MASK", help="output mask PNG (a folder for folder input)")
+    p.add_argument("--overlay", metavar="PNG", help="also write the image with masks and boxes drawn (a folder for folder input)")
+    p.add_argument("--overwrite", action="store_true", help="folder mode: redo images whose mask exists")
+    add_model_options(p)
+    add_intensity_options(p)
+    p.set_defaults(run=run)
+
+
+def _cli_prompts(args: argparse.Namespace) -> list[BoxPrompt]:
+    boxes = [parse_box(b) for b in args.box]
+    labels = args.label or []
+    if labels and len(labels) != len(boxes):
+        raise InputError(None, f"{len(labels)} --label values for {len(boxes)} --box prompts: give one per box")
+    return [BoxPrompt(b, label=labels[i] if labels else None) for i, b in enumerate(boxes)]  # type: ignore[arg-type]
+
+
+def run(args: argparse.Namespace) -> int:
+    source = Path(args.input)
+    if not source.exists():
+        raise InputError(source, "no such file or folder")
+    prompts = _cli_prompts(args)
+    if args.boxes_file:
+        prompts += read_boxes_file(args.boxes_file)
+    if not prompts:
+        raise InputError(None, "no box given: use --box X0,Y0,X1,Y1 or --boxes-file FILE")
+
+    if source.is_dir():
+        return _run_folder(args, source, prompts)
+
+    mine = [p for p in prompts if p.image is None] + prompts_for_image(prompts, source)
+    if not mine:
+        raise InputError(args.boxes_file, f"no box in the file is for {source.name}")
+    predictor, _ = make_predictor(args)
+    segmenter = Segmenter2D(predictor, args.modality, args.window)
+    boxes = np.array([p.box for p in mine], dtype=np.float64)
+    label_map = segmenter.segment_file(source, boxes, args.output, [p.label for p in mine], args.overlay)
+    n = len(np.unique(label_map)) - (1 if (label_map == 0).any() else 0)
+    print(f"wrote {args.output} ({len(mine)} box{'es' if len(mine) > 1 else ''}, {n} non-empty object{'s' if n != 1 else ''})")
+    if args.overlay:
+        print(f"wrote {args.overlay}")
+    return 0
+
+
+def _run_folder(args: argparse.Namespace, folder: Path, prompts: list[BoxPrompt]) -> int:
+    if not args.boxes_file or any(p.image is None for p in prompts):
+        raise InputError(args.boxes_file or folder, "folder input needs a --boxes-file that names the image of every box")
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "folder input needs an output folder, and this is a file")
+    predictor, _ = make_predictor(args)
+    segmenter = Segmenter2D(predictor, args.modality, args.window)
+    summary = segment_folder(segmenter, folder, prompts, out, args.overlay, overwrite=args.overwrite)
+    print(summary.line())
+    for path, err in summary.failed.items():
+        print(f"  failed: {err}")
+    print(f"masks in {out}")
+    return 1 if summary.failed else 0
