@@ -31,6 +31,16 @@ class Conv2dBN(nn.Sequential):
         nn.init.zeros_(bn.bias)
         self.add_module("bn", bn)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return self.bn(self.c(x))
+        # eval: fold the BatchNorm into the convolution (one pass over the activations, not two)
+        conv, bn = self.c, self.bn
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        weight = conv.weight * scale[:, None, None, None]
+        bias = bn.bias - bn.running_mean * scale
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
 
 class PatchEmbed(nn.Module):
     def __init__(self, in_chans: int, embed_dim: int) -> None:
