@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -62,11 +62,17 @@ class Segmenter2D:
     predictor: Predictor
     modality: str | None = None
     window: str | None = None
+    _last_scheme: str | None = field(default=None, init=False, repr=False)
 
     def to_rgb(self, image: Image2D) -> np.ndarray:
-        """Apply the intensity scheme for the image's kind -> H x W x 3 uint8."""
+        """Apply the intensity scheme for the image's kind -> H x W x 3 uint8.
+
+        The scheme is logged at INFO when it first applies or changes (not once per image).
+        """
         scheme, description = select_scheme(image.kind, self.modality, self.window)
-        log.debug("%s: intensity %s", image.source, description)
+        if description != self._last_scheme:
+            log.info("intensity scheme: %s", description)
+            self._last_scheme = description
         return to_rgb_uint8(scheme(image.pixels))
 
     def segment(

@@ -303,7 +303,7 @@ def select_scheme(kind: str, modality: str | None = None,
         scheme = Identity()
     description = f"{scheme.describe()} [kind {kind}, modality {mod}" + (
         f", window {window!r}]" if window is not None else "]")
-    logger.info("intensity scheme: %s", description)
+    logger.debug("intensity scheme: %s", description)
     return scheme, description
 
 
