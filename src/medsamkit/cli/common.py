@@ -7,9 +7,12 @@ import logging
 
 import torch
 
+from ..errors import MedsamkitError
+from ..inference.onnx_encoder import OnnxEncoder
 from ..inference.predictor import Predictor
 from ..models.loader import LoadedModel, load_model
 from ..models.registry import DEFAULT_MODEL, MODELS
+from ..models.zoo import cache_dir
 from ..preprocessing.geometry import geometry_for
 from ..preprocessing.intensity import MODALITIES
 
@@ -25,6 +28,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
                    help="auto picks cuda, then mps, then cpu")
     g.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch")
+    g.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="image encoder runtime on CPU: torch, or onnx (ONNX Runtime, ~3x faster, same masks; "
+                        "needs onnxruntime and onnx; exported once and cached)")
 
 
 def add_intensity_options(p: argparse.ArgumentParser) -> None:
@@ -42,4 +48,10 @@ def make_predictor(args: argparse.Namespace) -> tuple[Predictor, LoadedModel]:
     loaded = load_model(args.model, args.checkpoint, device=args.device)
     log.info("model %s on %s (%d threads); weights %s", loaded.spec.name, loaded.device,
              torch.get_num_threads(), loaded.weights_path)
-    return Predictor(loaded.model, geometry_for(loaded.spec.preprocessing)), loaded
+    encoder = None
+    if getattr(args, "backend", "torch") == "onnx":
+        if loaded.device.type != "cpu":
+            raise MedsamkitError(f"--backend onnx runs on the CPU; drop it or use --device cpu (device is {loaded.device})")
+        encoder = OnnxEncoder(loaded.model.image_encoder, loaded.model.image_size, cache_dir() / "onnx",
+                              loaded.spec.architecture, args.threads)
+    return Predictor(loaded.model, geometry_for(loaded.spec.preprocessing), encoder), loaded

