@@ -115,6 +115,8 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike) -> Path:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        # a DDP or torch.compile wrapper prefixes every key ("module.", "_orig_mod."): drop it
+        state = normalise_state_dict(state, source=str(path))
         torch.save(state, tmp)
         os.replace(tmp, path)
     finally:

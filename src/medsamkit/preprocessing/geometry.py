@@ -163,6 +163,9 @@ class MedSAMGeometry(ModelGeometry):
         # MedSAM uses an order-3 (cubic) resize; area averaging when shrinking avoids aliasing
         interp = cv2.INTER_CUBIC if max(h, w) <= self.input_size else cv2.INTER_AREA
         resized = cv2.resize(image, (self.input_size, self.input_size), interpolation=interp)
+        # cubic over/undershoots at edges; the reference (skimage resize, clip=True) clips the
+        # result to the input's range before the min-max, so the background stays at 0
+        resized = np.clip(resized, image.min(), image.max())
         return _to_tensor(_minmax01(resized), self.input_size), frame
 
     def logits_to_original(self, low_res_logits: torch.Tensor, frame: Frame) -> torch.Tensor:
