@@ -43,7 +43,9 @@ def add_intensity_options(p: argparse.ArgumentParser) -> None:
 
 
 def make_predictor(args: argparse.Namespace) -> tuple[Predictor, LoadedModel]:
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise MedsamkitError(f"--threads {args.threads}: give a positive number of CPU threads")
         torch.set_num_threads(args.threads)
     loaded = load_model(args.model, args.checkpoint, device=args.device)
     log.info("model %s on %s (%d threads); weights %s", loaded.spec.name, loaded.device,

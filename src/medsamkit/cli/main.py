@@ -17,8 +17,15 @@ from . import demo, models, segment
 VERBS = (segment, models, demo)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors (bad option value, missing argument) on one line, like every other error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"medsamkit: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="medsamkit",
         description="Segment-Anything-family models for medical images (LiteMedSAM, MedSAM, SAM).",
     )
@@ -54,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     except MedsamkitError as exc:
         if args.debug:
             raise
-        print(f"medsamkit: error: {exc}", file=sys.stderr)
+        # one line even when a wrapped third-party message spans several
+        message = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+        print(f"medsamkit: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("medsamkit: interrupted", file=sys.stderr)

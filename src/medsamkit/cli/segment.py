@@ -39,6 +39,9 @@ def _cli_prompts(args: argparse.Namespace) -> list[BoxPrompt]:
     labels = args.label or []
     if labels and len(labels) != len(boxes):
         raise InputError(None, f"{len(labels)} --label values for {len(boxes)} --box prompts: give one per box")
+    for lab in labels:
+        if not 1 <= lab <= 65535:
+            raise InputError(None, f"--label {lab} must be between 1 and 65535")
     return [BoxPrompt(b, label=labels[i] if labels else None) for i, b in enumerate(boxes)]  # type: ignore[arg-type]
 
 
@@ -75,6 +78,10 @@ def _run_folder(args: argparse.Namespace, folder: Path, prompts: list[BoxPrompt]
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise InputError(out, "folder input needs an output folder, and this is a file")
+    for target in (out, args.overlay):
+        if target is not None and Path(target).resolve() == folder.resolve():
+            raise InputError(target, "is the input folder: STEM.png outputs would replace or pass for its images; "
+                                     "choose another folder")
     predictor, _ = make_predictor(args)
     segmenter = Segmenter2D(predictor, args.modality, args.window)
     summary = segment_folder(segmenter, folder, prompts, out, args.overlay, overwrite=args.overwrite)

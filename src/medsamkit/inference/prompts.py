@@ -59,7 +59,7 @@ def _label(value: object, source: str, where: str) -> int | None:
         return None
     try:
         label = int(float(value))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InputError(source, f"{where}: label {value!r} is not an integer") from None
     if label < 1 or label > 65535:
         raise InputError(source, f"{where}: label {label} must be between 1 and 65535")
@@ -96,13 +96,14 @@ def _from_json(data: object, source: str) -> list[BoxPrompt]:
 
 def _from_csv(path: Path, source: str) -> list[BoxPrompt]:
     with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
+        reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         fields = [c.strip().lower() for c in (reader.fieldnames or [])]
         need = ["x0", "y0", "x1", "y1"]
         if not all(c in fields for c in need):
             raise InputError(source, f"CSV header must have columns x0,y0,x1,y1 (and optionally image,label); found {fields}")
         prompts = []
-        for line, row in enumerate(reader, start=2):
+        for row in reader:
+            line = reader.line_num  # the file's line, also past skipped blank lines
             row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
             where = f"line {line}"
             prompts.append(
@@ -129,7 +130,12 @@ def read_boxes_file(path: str | os.PathLike) -> list[BoxPrompt]:
             raise InputError(source, f"not valid JSON ({exc})") from None
         prompts = _from_json(data, source)
     elif suffix in (".csv", ".tsv", ".txt"):
-        prompts = _from_csv(p, source)
+        try:
+            prompts = _from_csv(p, source)
+        except UnicodeDecodeError as exc:
+            raise InputError(source, f"not a UTF-8 text file ({exc})") from None
+        except csv.Error as exc:
+            raise InputError(source, f"not a readable CSV file ({exc})") from None
     else:
         raise InputError(source, "boxes file must end in .json or .csv")
     if not prompts:

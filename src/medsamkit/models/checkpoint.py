@@ -39,12 +39,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        # training checkpoints may pickle extra objects (argparse namespaces, optimizer configs)
-        log.warning("%s holds more than tensors; loading it with full unpickling (trust the file)", path)
+        # training checkpoints may pickle extra objects (argparse namespaces, optimizer configs);
+        # garbage files land here too, so warn only once the full unpickling has succeeded
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc:  # noqa: BLE001 - any failure means an unreadable file
             raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint ({exc})") from None
+        log.warning("%s holds more than tensors; loaded it with full unpickling (trust the file)", path)
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
     return normalise_state_dict(obj, source=str(path))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputError
 from .checkpoint import load_state_dict_strict, read_checkpoint
 from .detect import detect_architecture
 from .registry import DEFAULT_MODEL, MODELS, ModelSpec, get_spec
@@ -66,6 +66,20 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return torch.device(device)
 
 
+def _check_available(dev: torch.device) -> None:
+    """Raise InputError for a device this PyTorch cannot use (instead of a traceback on .to())."""
+    if dev.type == "cuda":
+        ok = torch.cuda.is_available() and (dev.index is None or dev.index < torch.cuda.device_count())
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        ok = mps is not None and mps.is_available()
+    else:
+        ok = True
+    if not ok:
+        raise InputError(None, f"device {str(dev)!r} is not available to this PyTorch on this machine; "
+                               "use --device cpu or auto")
+
+
 def load_model(
     name: str | None = None,
     checkpoint: str | os.PathLike | None = None,
@@ -80,6 +94,8 @@ def load_model(
     """
     from .zoo import ensure_weights
 
+    dev = resolve_device(device)
+    _check_available(dev)
     if checkpoint is not None:
         path = Path(checkpoint)
         state = read_checkpoint(path)
@@ -90,7 +106,6 @@ def load_model(
         state = read_checkpoint(path)
     model = spec.build()
     load_state_dict_strict(model, state, source=str(path), model_name=spec.name)
-    dev = resolve_device(device)
     model.to(dev).eval()
     log.debug("model %s on %s, weights %s", spec.name, dev, path)
     return LoadedModel(model=model, spec=spec, weights_path=path, device=dev)

@@ -1,0 +1,255 @@
+"""Every bad input to `medsamkit segment`: exit code 2, one line `medsamkit: error: ...` naming the
+file or value and the problem, no traceback, no output written and an existing output untouched.
+
+Most cases run in-process through ``main()``; a few go through the installed console script to
+prove no traceback reaches the user.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from medsamkit.cli import common, segment
+from medsamkit.cli.main import main
+from medsamkit.errors import InputError
+from medsamkit.models.loader import load_model
+from medsamkit.models.registry import ARCHITECTURES
+
+H, W = 200, 260
+SENTINEL = b"previous output, must survive"
+GOOD_BOX = "36,58,124,122"
+
+_MODELS: dict = {}
+
+
+def cached_load_model(name=None, checkpoint=None, device="auto", **kw):
+    """The registry model is loaded once per module; checkpoints given by path always load for real."""
+    if checkpoint is not None:
+        return load_model(name, checkpoint, device, **kw)
+    key = (name, str(device))
+    if key not in _MODELS:
+        _MODELS[key] = load_model(name, None, device, **kw)
+    return _MODELS[key]
+
+
+@pytest.fixture(autouse=True)
+def fast_model(monkeypatch):
+    monkeypatch.setattr(common, "load_model", cached_load_model)
+
+
+def make_png(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    img = cv2.GaussianBlur(rng.normal(40, 10, (H, W, 3)).clip(0, 255).astype(np.uint8), (5, 5), 0)
+    m = np.zeros((H, W), np.uint8)
+    cv2.ellipse(m, (80, 90), (40, 28), 0, 0, 360, 1, -1)
+    img[m > 0] = (220, 200, 185)
+    cv2.imwrite(str(path), img)
+    return path
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("inputs")
+    good = make_png(d / "good.png")
+    (d / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00\x01 not really a png" * 20)
+    nan = np.random.default_rng(1).random((H, W)).astype(np.float32)
+    nan[10, 20] = np.nan
+    np.save(d / "nan.npy", nan)
+    np.save(d / "constant.npy", np.full((H, W), 7, np.uint8))
+    np.save(d / "two_channels.npy", np.random.default_rng(2).integers(0, 255, (H, W, 2), dtype=np.uint8))
+    (d / "garbage.pth").write_bytes(os.urandom(4096))
+    shutil.copy(good, d / "image.pth")
+    # a TinyViT state_dict without its IoU head: the right family, but not a complete model
+    torch.manual_seed(0)
+    state = ARCHITECTURES["tinyvit"]().state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith("mask_decoder.iou_prediction_head.")}
+    torch.save(state, d / "incomplete.pth")
+    return d
+
+
+# (case id, argv after "segment" with {d} = inputs folder, [fragments the message must contain],
+#  [fragments it must not contain])
+CASES = [
+    ("missing image", ["{d}/nope.png", "--box", GOOD_BOX], ["{d}/nope.png: no such file or folder"]),
+    ("corrupt image", ["{d}/corrupt.png", "--box", GOOD_BOX], ["{d}/corrupt.png: cannot decode the image"]),
+    ("box outside", ["{d}/good.png", "--box", "200,50,270,100"],
+     ["{d}/good.png: box 200,50,270,100 lies outside the 260x200 image"]),
+    ("box negative", ["{d}/good.png", "--box=-5,50,100,100"], ["{d}/good.png: box -5,50,100,100 lies outside"]),
+    ("inverted box", ["{d}/good.png", "--box", "120,50,40,100"],
+     ["{d}/good.png: box 120,50,40,100 is inverted (need x0 <= x1 and y0 <= y1)"]),
+    ("zero-area box", ["{d}/good.png", "--box", "40,50,40,100"], ["{d}/good.png: box 40,50,40,100 has zero area"]),
+    ("nan box", ["{d}/good.png", "--box", "nan,50,40,100"], ["{d}/good.png: box nan,50,40,100 has a non-finite coordinate"]),
+    ("bad box text", ["{d}/good.png", "--box", "1,2,3"], ["--box '1,2,3' is not 4 numbers X0,Y0,X1,Y1"]),
+    ("no box", ["{d}/good.png"], ["no box given: use --box X0,Y0,X1,Y1 or --boxes-file FILE"]),
+    ("label count", ["{d}/good.png", "--box", GOOD_BOX, "--label", "1", "--label", "2"],
+     ["2 --label values for 1 --box prompts"]),
+    ("label zero", ["{d}/good.png", "--box", GOOD_BOX, "--label", "0"], ["--label 0 must be between 1 and 65535"]),
+    ("label too big", ["{d}/good.png", "--box", GOOD_BOX, "--label", "70000"], ["--label 70000 must be between 1 and 65535"]),
+    ("threads", ["{d}/good.png", "--box", GOOD_BOX, "--threads", "-1"],
+     ["--threads -1: give a positive number of CPU threads"]),
+    ("missing boxes file", ["{d}/good.png", "--boxes-file", "{d}/nope.csv"], ["{d}/nope.csv: boxes file not found"]),
+    ("NaN image", ["{d}/nan.npy", "--box", GOOD_BOX], ["{d}/nan.npy: the image contains 1 NaN or infinite values"]),
+    ("constant image", ["{d}/constant.npy", "--box", GOOD_BOX],
+     ["{d}/constant.npy: the image is constant (every pixel equals 7)"]),
+    ("two channels", ["{d}/two_channels.npy", "--box", GOOD_BOX], ["{d}/two_channels.npy: the image has 2 channels"]),
+    ("missing checkpoint", ["{d}/good.png", "--box", GOOD_BOX, "--checkpoint", "{d}/nope.pth"],
+     ["{d}/nope.pth: checkpoint file not found"]),
+    ("garbage checkpoint", ["{d}/good.png", "--box", GOOD_BOX, "--checkpoint", "{d}/garbage.pth"],
+     ["{d}/garbage.pth: cannot be read as a PyTorch checkpoint"]),
+    # torch's message for this one spans two lines: still printed as one
+    ("image as checkpoint", ["{d}/good.png", "--box", GOOD_BOX, "--checkpoint", "{d}/image.pth"],
+     ["{d}/image.pth: cannot be read as a PyTorch checkpoint"]),
+    ("incomplete checkpoint", ["{d}/good.png", "--box", GOOD_BOX, "--checkpoint", "{d}/incomplete.pth"],
+     ["{d}/incomplete.pth does not fit the litemedsam model.",
+      "weights the model needs are missing from the file: mask_decoder.iou_prediction_head.layers.0.bias, "
+      "mask_decoder.iou_prediction_head.layers.0.weight"]),
+    ("incomplete checkpoint, model named", ["{d}/good.png", "--box", GOOD_BOX, "--checkpoint", "{d}/incomplete.pth",
+                                            "--model", "sam-vit-b"],
+     ["{d}/incomplete.pth does not fit the sam-vit-b model.", "weights the model needs are missing from the file",
+      "The file looks like a tinyvit checkpoint; pick the matching --model."]),
+]
+
+
+def check_one_line_error(code, out, err, fragments, absent=()):
+    assert code == 2
+    assert out == ""
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("medsamkit: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    for fragment in absent:
+        assert fragment not in lines[0]
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["no-output", "existing-output"])
+@pytest.mark.parametrize("argv, fragments, absent", [(c[1], c[2], c[3] if len(c) > 3 else []) for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_bad_input(inputs, tmp_path, capsys, argv, fragments, absent, existing):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    mask, overlay = out_dir / "mask.png", out_dir / "overlay.png"
+    if existing:
+        mask.write_bytes(SENTINEL)
+        overlay.write_bytes(SENTINEL)
+    argv = [a.format(d=inputs) for a in argv]
+    code = main(["-q", "segment", *argv, "-o", str(mask), "--overlay", str(overlay)])
+    out, err = capsys.readouterr()
+    check_one_line_error(code, out, err, [f.format(d=inputs) for f in fragments], absent)
+    if existing:
+        assert mask.read_bytes() == SENTINEL and overlay.read_bytes() == SENTINEL
+        assert sorted(p.name for p in out_dir.iterdir()) == ["mask.png", "overlay.png"]
+    else:
+        assert list(out_dir.iterdir()) == []  # nothing written, no temporary file left
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_unavailable_device(inputs, tmp_path, capsys):
+    mask = tmp_path / "mask.png"
+    code = main(["-q", "segment", str(inputs / "good.png"), "--box", GOOD_BOX, "--device", "cuda", "-o", str(mask)])
+    out, err = capsys.readouterr()
+    check_one_line_error(code, out, err, ["device 'cuda' is not available", "use --device cpu or auto"])
+    assert not mask.exists()
+
+
+def test_debug_shows_the_traceback(inputs, tmp_path, capsys):
+    with pytest.raises(InputError, match="nope.png: no such file or folder"):
+        main(["--debug", "segment", str(inputs / "nope.png"), "--box", GOOD_BOX, "-o", str(tmp_path / "m.png")])
+
+
+def test_no_verb_prints_help(capsys):
+    assert main([]) == 2
+    out, _ = capsys.readouterr()
+    assert out.startswith("usage: medsamkit") and "segment" in out and "demo" in out
+
+
+def test_interrupt_is_one_line(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(segment, "run", interrupted)
+    assert main(["segment", "x.png", "--box", GOOD_BOX, "-o", "m.png"]) == 130
+    assert capsys.readouterr().err == "medsamkit: interrupted\n"
+
+
+def test_unknown_model_is_a_one_line_usage_error(inputs, tmp_path, capsys):
+    mask = tmp_path / "mask.png"
+    with pytest.raises(SystemExit) as info:
+        main(["segment", str(inputs / "good.png"), "--box", GOOD_BOX, "--model", "sam-vit-x", "-o", str(mask)])
+    out, err = capsys.readouterr()
+    check_one_line_error(info.value.code, out, err, ["argument --model: invalid choice: 'sam-vit-x'", "'litemedsam'"])
+    assert not mask.exists()
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["segment", "x.png", "-o", "m.png", "--label", "five"], "argument --label: invalid int value: 'five'"),
+        (["segment", "x.png"], "the following arguments are required: -o/--output"),
+        (["segment", "x.png", "-o", "m.png", "--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+        (["frobnicate"], "argument VERB: invalid choice: 'frobnicate'"),
+    ],
+)
+def test_usage_errors_are_one_line(capsys, argv, fragment):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    out, err = capsys.readouterr()
+    check_one_line_error(info.value.code, out, err, [fragment])
+
+
+@pytest.mark.parametrize("which", ["mask", "overlay"])
+def test_output_equal_to_input_is_refused(inputs, tmp_path, capsys, which):
+    image = tmp_path / "image.png"
+    shutil.copy(inputs / "good.png", image)
+    before = image.read_bytes()
+    other = tmp_path / "other.png"
+    mask, overlay = (image, other) if which == "mask" else (other, image)
+    # the same file spelled differently still counts as the input
+    spelled = tmp_path / "." / "sub" / ".." / "image.png"
+    (tmp_path / "sub").mkdir()
+    code = main(["-q", "segment", str(image), "--box", GOOD_BOX,
+                 "-o", str(spelled if which == "mask" else mask),
+                 "--overlay", str(spelled if which == "overlay" else overlay)])
+    out, err = capsys.readouterr()
+    check_one_line_error(code, out, err, [f"refusing to overwrite the input file {image}"])
+    assert image.read_bytes() == before
+    assert not other.exists()  # neither output is written when one of them is refused
+
+
+def medsamkit_script() -> str:
+    script = Path(sys.executable).with_name("medsamkit")
+    return str(script) if script.exists() else shutil.which("medsamkit")
+
+
+def test_console_script_errors_have_no_traceback(inputs, tmp_path):
+    """Three bad runs of the real command (started together to share the start-up time)."""
+    existing = tmp_path / "existing.png"
+    existing.write_bytes(SENTINEL)
+    runs = {
+        "missing image": (["segment", str(inputs / "nope.png"), "--box", GOOD_BOX, "-o", str(tmp_path / "a.png")],
+                          f"{inputs / 'nope.png'}: no such file or folder"),
+        "unknown model": (["segment", str(inputs / "good.png"), "--box", GOOD_BOX, "--model", "bogus",
+                           "-o", str(tmp_path / "b.png")], "argument --model: invalid choice: 'bogus'"),
+        "garbage checkpoint": (["segment", str(inputs / "good.png"), "--box", GOOD_BOX, "--checkpoint",
+                                str(inputs / "garbage.pth"), "-o", str(existing)],
+                               f"{inputs / 'garbage.pth'}: cannot be read as a PyTorch checkpoint"),
+    }
+    env = {**os.environ, "MEDSAMKIT_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    procs = {
+        name: subprocess.Popen([medsamkit_script(), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)
+        for name, (argv, _) in runs.items()
+    }
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=120)
+        check_one_line_error(proc.returncode, out, err, [runs[name][1]])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.png"]
+    assert existing.read_bytes() == SENTINEL
