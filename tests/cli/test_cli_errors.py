@@ -224,6 +224,29 @@ def test_output_equal_to_input_is_refused(inputs, tmp_path, capsys, which):
     assert not other.exists()  # neither output is written when one of them is refused
 
 
+def test_overlay_equal_to_mask_is_refused(inputs, tmp_path, capsys):
+    mask = tmp_path / "mask.png"
+    mask.write_bytes(SENTINEL)
+    code = main(["-q", "segment", str(inputs / "good.png"), "--box", GOOD_BOX, "-o", str(mask),
+                 "--overlay", str(tmp_path / "sub" / ".." / "mask.png")])
+    out, err = capsys.readouterr()
+    check_one_line_error(code, out, err, ["mask.png: the overlay would replace the mask"])
+    assert mask.read_bytes() == SENTINEL and sorted(p.name for p in tmp_path.iterdir()) == ["mask.png"]
+
+
+def test_folder_overlay_equal_to_mask_folder_is_refused(inputs, tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    shutil.copy(inputs / "good.png", folder / "a.png")
+    boxes = tmp_path / "b.csv"
+    boxes.write_text(f"image,x0,y0,x1,y1\na.png,{GOOD_BOX}\n")
+    masks = tmp_path / "masks"
+    code = main(["-q", "segment", str(folder), "--boxes-file", str(boxes), "-o", str(masks), "--overlay", str(masks)])
+    out, err = capsys.readouterr()
+    check_one_line_error(code, out, err, [f"{masks}: is the mask folder: the overlays would replace the masks"])
+    assert not masks.exists()
+
+
 def medsamkit_script() -> str:
     script = Path(sys.executable).with_name("medsamkit")
     return str(script) if script.exists() else shutil.which("medsamkit")

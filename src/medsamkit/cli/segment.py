@@ -82,6 +82,8 @@ def _run_folder(args: argparse.Namespace, folder: Path, prompts: list[BoxPrompt]
         if target is not None and Path(target).resolve() == folder.resolve():
             raise InputError(target, "is the input folder: STEM.png outputs would replace or pass for its images; "
                                      "choose another folder")
+    if args.overlay is not None and Path(args.overlay).resolve() == out.resolve():
+        raise InputError(args.overlay, "is the mask folder: the overlays would replace the masks; choose another folder")
     predictor, _ = make_predictor(args)
     segmenter = Segmenter2D(predictor, args.modality, args.window)
     summary = segment_folder(segmenter, folder, prompts, out, args.overlay, overwrite=args.overwrite)

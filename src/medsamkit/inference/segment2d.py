@@ -99,6 +99,8 @@ class Segmenter2D:
         for out in (output, overlay):
             if out is not None:
                 check_not_input(out, [image_path])
+        if overlay is not None and Path(overlay).resolve() == Path(output).resolve():
+            raise InputError(overlay, "the overlay would replace the mask: give the overlay another path")
         image = read_image_2d(image_path)
         rgb = self.to_rgb(image)
         label_map, _ = self.segment(rgb, boxes, labels, source=str(image_path))
