@@ -3,8 +3,10 @@
 Accepted forms (MedSAM users hit each of them: design.md, MedSAM issues #122 #200 #224 #228 #272):
 a raw state_dict, ``{"model": state_dict, ...}`` (MedSAM training checkpoints),
 ``{"state_dict": ...}`` (Lightning), and keys prefixed by ``module.`` (DDP) or ``model.``
-(a LightningModule attribute). Saving writes the official layout: a raw state_dict with
-``image_encoder.``, ``prompt_encoder.`` and ``mask_decoder.`` keys, readable by the original tools.
+(a LightningModule attribute), and Hugging Face transformers ``SamModel`` files (``.safetensors``
+or torch, e.g. wanglab/medsam-vit-base; see :mod:`.hf_convert`). Saving writes the official
+layout: a raw state_dict with ``image_encoder.``, ``prompt_encoder.`` and ``mask_decoder.`` keys,
+readable by the original tools.
 """
 
 from __future__ import annotations
@@ -36,6 +38,18 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
+    if path.suffix.lower() == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise CheckpointError(f"{path}: reading .safetensors files needs the safetensors package") from None
+        try:
+            obj = load_file(str(path), device="cpu")
+        except Exception as exc:  # noqa: BLE001
+            raise CheckpointError(
+                f"{path}: cannot be read as a safetensors file ({type(exc).__name__}: {exc})"
+            ) from None
+        return normalise_state_dict(obj, source=str(path))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -52,7 +66,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def normalise_state_dict(obj: object, source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """Unwrap ``{"model": ...}`` / ``{"state_dict": ...}`` and strip ``module.``-style prefixes."""
+    """Unwrap ``{"model": ...}`` / ``{"state_dict": ...}``, strip ``module.``-style prefixes and
+    convert a Hugging Face transformers ``SamModel`` layout to the official one."""
     if isinstance(obj, Mapping) and not _is_state_dict(obj):
         for key in _WRAPPER_KEYS:
             if key in obj and _is_state_dict(obj[key]):
@@ -73,6 +88,16 @@ def normalise_state_dict(obj: object, source: str = "checkpoint") -> dict[str, t
                 state = {k[len(prefix):]: v for k, v in state.items()}
                 log.info("%s: stripped the %r prefix from every key", source, prefix)
                 changed = True
+    from .hf_convert import hf_to_sam_state_dict, is_hf_layout
+
+    if is_hf_layout(state):
+        try:
+            state = hf_to_sam_state_dict(state)
+        except ValueError as exc:
+            raise CheckpointError(
+                f"{source}: looks like a Hugging Face transformers SamModel file, but {exc}"
+            ) from None
+        log.info("%s: converted the Hugging Face transformers SamModel layout to the official SAM layout", source)
     return state
 
 
