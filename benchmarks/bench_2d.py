@@ -8,7 +8,7 @@ Measures, per image, with the model already loaded:
 and the process's peak resident memory. Images: Kvasir-SEG from ../shared/data when present
 (its gt_boxes.json boxes), else synthetic 512x512 images.
 
-    python benchmarks/bench_2d.py --images 30 [--model litemedsam] [--threads 2] [--json out.json]
+    python benchmarks/bench_2d.py --images 30 [--model litemedsam] [--backend torch|onnx] [--threads 2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medsamkit.inference.onnx_encoder import OnnxEncoder
 from medsamkit.inference.predictor import Predictor
 from medsamkit.io.image2d import read_image_2d
 from medsamkit.models.loader import load_model
+from medsamkit.models.zoo import cache_dir
 from medsamkit.preprocessing.geometry import geometry_for
 from medsamkit.preprocessing.intensity import select_scheme, to_rgb_uint8
 
@@ -72,12 +74,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                    help="image encoder runtime (onnx: ONNX Runtime on the CPU, exported once and cached)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     loaded = load_model(args.model, args.checkpoint, device=args.device)
-    predictor = Predictor(loaded.model, geometry_for(loaded.spec.preprocessing))
+    encoder = None
+    if args.backend == "onnx":
+        encoder = OnnxEncoder(loaded.model.image_encoder, loaded.model.image_size, cache_dir() / "onnx",
+                              loaded.spec.architecture, args.threads)
+    predictor = Predictor(loaded.model, geometry_for(loaded.spec.preprocessing), encoder)
     rng = np.random.default_rng(0)
     sync = torch.cuda.synchronize if loaded.device.type == "cuda" else (lambda: None)
 
@@ -106,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "model": loaded.spec.name,
         "device": str(loaded.device),
+        "backend": args.backend,
         "threads": torch.get_num_threads(),
         "images": len(full),
         "data": "kvasir-seg" if (KVASIR / "gt_boxes.json").exists() else "synthetic 512x512",
