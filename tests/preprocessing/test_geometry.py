@@ -294,3 +294,35 @@ def test_mask_prompt_sits_where_the_image_does():
     prompt = geometry.mask_to_model(mask, frame)[0, 0].numpy() > 0  # 256 x 256 over 256 model px
     bright = tensor[0, 0].numpy() > 0.5
     np.testing.assert_allclose(_extent(prompt), _extent(bright), atol=1.5)
+
+
+@pytest.mark.parametrize("family", ["litemedsam", "medsam", "sam"])
+def test_resize_then_normalise_is_prepare_image(family):
+    """Caches keep the resized uint8 image; normalising it later must give the same input."""
+    rng = np.random.default_rng(3)
+    image = rng.integers(10, 240, (97, 151, 3), dtype=np.uint8)
+    geom = geometry_for(family)
+    resized, frame = geom.resize_image(image)
+    assert resized.dtype == np.uint8 and resized.shape[:2] == frame.resized_size
+    tensor, frame2 = geom.prepare_image(image)
+    assert frame2 == frame
+    assert torch.equal(geom.normalise(resized), tensor)
+
+
+@pytest.mark.parametrize("family", ["litemedsam", "medsam", "sam"])
+def test_resize_mask_stays_aligned_with_the_image_and_the_box(family):
+    h, w = 120, 200
+    mask = np.zeros((h, w), np.uint8)
+    mask[30:90, 50:150] = 3
+    geom = geometry_for(family)
+    frame = geom.frame((h, w))
+    small = geom.resize_mask(mask, frame)
+    assert small.shape == (frame.input_size, frame.input_size)
+    assert set(np.unique(small)) == {0, 3}
+    ys, xs = np.nonzero(small)
+    box = geom.boxes_to_model(np.array([[50, 30, 150, 90]], float), frame)[0].numpy()
+    # the resized mask fills the mapped box to within a pixel of resampling
+    assert abs(xs.min() - box[0]) <= 1.5 and abs(ys.min() - box[1]) <= 1.5
+    assert abs(xs.max() + 1 - box[2]) <= 1.5 and abs(ys.max() + 1 - box[3]) <= 1.5
+    nh, nw = frame.resized_size
+    assert not small[nh:].any() and not small[:, nw:].any()

@@ -82,9 +82,31 @@ class ModelGeometry:
     def frame(self, original_size: tuple[int, int]) -> Frame:
         raise NotImplementedError
 
+    def resize_image(self, image: np.ndarray) -> tuple[np.ndarray, Frame]:
+        """H x W x 3 uint8 RGB -> (the resized h x w x 3 uint8 image, before padding; frame).
+
+        Caches store this uint8 image; :meth:`normalise` turns it into the model input.
+        """
+        raise NotImplementedError
+
+    def normalise(self, resized: np.ndarray) -> torch.Tensor:
+        """A resized h x w x 3 uint8 image -> the (1, 3, S, S) float model input (padded)."""
+        raise NotImplementedError
+
     def prepare_image(self, image: np.ndarray) -> tuple[torch.Tensor, Frame]:
         """H x W x 3 uint8 RGB -> ((1, 3, S, S) float tensor, frame)."""
-        raise NotImplementedError
+        resized, frame = self.resize_image(image)
+        return self.normalise(resized), frame
+
+    def resize_mask(self, mask: np.ndarray, frame: Frame) -> np.ndarray:
+        """An (H, W) mask or label map -> (S, S) in the model-input frame (nearest, zero-padded),
+        aligned pixel for pixel with the image that :meth:`resize_image` gives."""
+        nh, nw = frame.resized_size
+        small = cv2.resize(np.ascontiguousarray(mask).astype(np.uint8 if mask.max(initial=0) < 256 else np.uint16),
+                           (nw, nh), interpolation=cv2.INTER_NEAREST)
+        out = np.zeros((frame.input_size, frame.input_size), dtype=small.dtype)
+        out[:nh, :nw] = small
+        return out
 
     # --- prompts ------------------------------------------------------------------------
     def boxes_to_model(self, boxes: np.ndarray, frame: Frame) -> torch.Tensor:
@@ -124,11 +146,14 @@ class LiteMedSAMGeometry(ModelGeometry):
         h, w = original_size
         return Frame((h, w), longest_side_size(h, w, self.input_size), self.input_size)
 
-    def prepare_image(self, image: np.ndarray) -> tuple[torch.Tensor, Frame]:
+    def resize_image(self, image: np.ndarray) -> tuple[np.ndarray, Frame]:
         frame = self.frame(image.shape[:2])
         nh, nw = frame.resized_size
-        resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
-        return _to_tensor(_minmax01(resized), self.input_size), frame
+        return cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA), frame
+
+    def normalise(self, resized: np.ndarray) -> torch.Tensor:
+        # min-max over the resized image, before the zero padding (as the reference does)
+        return _to_tensor(_minmax01(resized), self.input_size)
 
     def boxes_to_model(self, boxes: np.ndarray, frame: Frame) -> torch.Tensor:
         # reference: int(v * 256 / max(H, W)), a truncation
@@ -157,7 +182,7 @@ class MedSAMGeometry(ModelGeometry):
     def frame(self, original_size: tuple[int, int]) -> Frame:
         return Frame(tuple(original_size), (self.input_size, self.input_size), self.input_size)
 
-    def prepare_image(self, image: np.ndarray) -> tuple[torch.Tensor, Frame]:
+    def resize_image(self, image: np.ndarray) -> tuple[np.ndarray, Frame]:
         frame = self.frame(image.shape[:2])
         h, w = frame.original_size
         # MedSAM uses an order-3 (cubic) resize; area averaging when shrinking avoids aliasing
@@ -165,8 +190,10 @@ class MedSAMGeometry(ModelGeometry):
         resized = cv2.resize(image, (self.input_size, self.input_size), interpolation=interp)
         # cubic over/undershoots at edges; the reference (skimage resize, clip=True) clips the
         # result to the input's range before the min-max, so the background stays at 0
-        resized = np.clip(resized, image.min(), image.max())
-        return _to_tensor(_minmax01(resized), self.input_size), frame
+        return np.clip(resized, image.min(), image.max()), frame
+
+    def normalise(self, resized: np.ndarray) -> torch.Tensor:
+        return _to_tensor(_minmax01(resized), self.input_size)
 
     def logits_to_original(self, low_res_logits: torch.Tensor, frame: Frame) -> torch.Tensor:
         return F.interpolate(low_res_logits, frame.original_size, mode="bilinear", align_corners=False)
@@ -180,12 +207,14 @@ class SAMGeometry(ModelGeometry):
         h, w = original_size
         return Frame((h, w), longest_side_size(h, w, self.input_size), self.input_size)
 
-    def prepare_image(self, image: np.ndarray) -> tuple[torch.Tensor, Frame]:
+    def resize_image(self, image: np.ndarray) -> tuple[np.ndarray, Frame]:
         frame = self.frame(image.shape[:2])
         nh, nw = frame.resized_size
-        resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.BILINEAR), dtype=np.float32)
-        normalised = (resized - np.array(SAM_PIXEL_MEAN, np.float32)) / np.array(SAM_PIXEL_STD, np.float32)
-        return _to_tensor(normalised, self.input_size), frame
+        return np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.BILINEAR)), frame
+
+    def normalise(self, resized: np.ndarray) -> torch.Tensor:
+        mean, std = np.array(SAM_PIXEL_MEAN, np.float32), np.array(SAM_PIXEL_STD, np.float32)
+        return _to_tensor((resized.astype(np.float32) - mean) / std, self.input_size)
 
     def logits_to_original(self, low_res_logits: torch.Tensor, frame: Frame) -> torch.Tensor:
         nh, nw = frame.resized_size
