@@ -1,0 +1,307 @@
+"""Slice propagation: segment a volume from one box per object with a 2D model.
+
+LiteMedSAM's 3D strategy (../shared/docs/design.md, "3D inference strategies"): segment the key
+slice with the object's 2D box, then walk up to ``z1`` and down to ``z0``; on each next slice the
+box is the bounding box of the previous slice's mask grown by 3 px; an empty previous mask falls
+back to the key box. Unlike the reference script, which re-encodes every slice for every object,
+:class:`BoxPropagator` encodes each slice **once** and decodes all objects present on it in one
+batched call, while streaming through the volume:
+
+1. an upward sweep visits, in increasing z, every slice from an object's key slice to its ``z1``;
+2. a downward sweep visits, in decreasing z, every slice from an object's key slice - 1 to its
+   ``z0``, starting each object from its key-slice mask.
+
+Only slices that both sweeps need (between the lowest and highest key slices) keep their
+embedding from the first sweep to the second, in memory up to
+:attr:`PropagationConfig.max_cached_embeddings` and in a temporary folder beyond, so memory does
+not grow with the volume. The reference also skips the end slices ``z0`` and ``z1``
+(``range(z_mid, z_max)``, ``range(z_mid - 1, z_min, -1)``); here the range is inclusive.
+
+The interface follows SAM2's video predictor (``init_state`` then ``propagate``, a generator of
+per-slice results) so that a memory-based propagator can replace this one: see
+:class:`Propagator`. The state is typed (:class:`PropagationState`, :class:`ObjectState`).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from ..preprocessing.intensity import to_rgb_uint8
+from ..preprocessing.labels import box_from_mask
+from .predictor import ImageEmbedding, Predictor
+from .prompts3d import VolumePrompt
+
+log = logging.getLogger(__name__)
+
+
+class SliceSource(Protocol):
+    """Slices of a volume as the model takes them: ``rgb(z)`` is an H x W x 3 uint8 image."""
+
+    @property
+    def shape(self) -> tuple[int, int, int]: ...
+
+    def rgb(self, z: int) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class VolumeSlices:
+    """A ``[z, y, x]`` uint8 volume (intensity scheme already applied) served slice by slice."""
+
+    volume: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.volume.ndim != 3 or self.volume.dtype != np.uint8:
+            raise ValueError(f"expected a [z, y, x] uint8 volume, got {self.volume.shape} {self.volume.dtype}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.volume.shape)  # type: ignore[return-value]
+
+    def rgb(self, z: int) -> np.ndarray:
+        return to_rgb_uint8(self.volume[z])
+
+
+@dataclass(frozen=True)
+class PropagationConfig:
+    """How boxes move from slice to slice.
+
+    Attributes:
+        grow_px: the next slice's box is the previous mask's bounding box grown by this many
+            pixels on every side (original pixels; LiteMedSAM grows by 3 in its 256 px frame).
+        stop_when_empty: stop an object's walk in one direction at the first slice where its
+            mask is empty (default: go on to the end of the z range, re-using the key box, as the
+            reference does).
+        max_cached_embeddings: embeddings kept in memory between the two sweeps; more are
+            written to a temporary folder (each is 256 x 64 x 64 float32 = 4 MiB).
+    """
+
+    grow_px: int = 3
+    stop_when_empty: bool = False
+    max_cached_embeddings: int = 32
+
+    def __post_init__(self) -> None:
+        if self.grow_px < 0:
+            raise ValueError(f"grow_px must be >= 0, got {self.grow_px}")
+        if self.max_cached_embeddings < 0:
+            raise ValueError(f"max_cached_embeddings must be >= 0, got {self.max_cached_embeddings}")
+
+
+@dataclass
+class ObjectState:
+    """Where one object's propagation stands.
+
+    Attributes:
+        obj_id: position of the object's prompt (0-based).
+        key_box: ``(x0, y0, x1, y1)`` on the key slice.
+        key_slice, z_range: from the prompt (``z_range`` inclusive).
+        box: the box used on the last slice segmented.
+        last_mask: the mask of the last slice segmented (the next box comes from it).
+        key_mask: the key slice's mask (the downward sweep starts from it).
+        up_done, down_done: the walk in that direction has finished.
+        slices: slices segmented so far; empty_slices: how many of them gave an empty mask.
+    """
+
+    obj_id: int
+    key_box: tuple[float, float, float, float]
+    key_slice: int
+    z_range: tuple[int, int]
+    box: np.ndarray | None = None
+    last_mask: np.ndarray | None = None
+    key_mask: np.ndarray | None = None
+    up_done: bool = False
+    down_done: bool = False
+    slices: int = 0
+    empty_slices: int = 0
+
+    def up_active(self, z: int) -> bool:
+        return not self.up_done and self.key_slice <= z <= self.z_range[1]
+
+    def down_active(self, z: int) -> bool:
+        return not self.down_done and self.z_range[0] <= z < self.key_slice
+
+
+@dataclass
+class PropagationState:
+    """The state of one volume's propagation (made by :meth:`Propagator.init_state`)."""
+
+    slices: SliceSource
+    objects: list[ObjectState]
+    encoder_calls: int = 0
+    decoder_calls: int = 0
+    spilled: int = 0
+
+    def plan(self) -> tuple[list[int], list[int]]:
+        """(upward slices in increasing z, downward slices in decreasing z) still to visit."""
+        up = sorted({z for o in self.objects for z in range(o.key_slice, o.z_range[1] + 1)})
+        down = sorted({z for o in self.objects for z in range(o.z_range[0], o.key_slice)}, reverse=True)
+        return up, down
+
+
+@dataclass(frozen=True)
+class SliceResult:
+    """The masks of the objects segmented on one slice.
+
+    Attributes:
+        z: slice index.
+        obj_ids: the objects segmented (may be empty: a planned slice no object needed).
+        masks: ``(N, H, W)`` bool; logits: ``(N, H, W)`` float32 (resolve overlaps with them).
+        final: no later result of this propagation touches slice ``z``.
+    """
+
+    z: int
+    obj_ids: tuple[int, ...]
+    masks: np.ndarray
+    logits: np.ndarray
+    final: bool
+
+
+class Propagator(Protocol):
+    """Anything that propagates per-object prompts through a volume, SAM2-style."""
+
+    def init_state(self, slices: SliceSource, prompts: Sequence[VolumePrompt]) -> PropagationState: ...
+
+    def propagate(self, state: PropagationState) -> Iterator[SliceResult]: ...
+
+
+class EmbeddingCache:
+    """Slice embeddings kept between the sweeps: in memory up to ``max_in_memory``, then on disk."""
+
+    def __init__(self, max_in_memory: int) -> None:
+        self.max_in_memory = max_in_memory
+        self._memory: dict[int, ImageEmbedding] = {}
+        self._disk: dict[int, tuple[Path, ImageEmbedding]] = {}
+        self._folder: tempfile.TemporaryDirectory | None = None
+        self.spilled = 0
+
+    def __len__(self) -> int:
+        return len(self._memory) + len(self._disk)
+
+    def put(self, z: int, embedding: ImageEmbedding) -> None:
+        if len(self._memory) < self.max_in_memory:
+            self._memory[z] = embedding
+            return
+        if self._folder is None:
+            self._folder = tempfile.TemporaryDirectory(prefix="medsamkit-embeddings-")
+        path = Path(self._folder.name) / f"{z}.pt"
+        torch.save(embedding.features.cpu(), path)
+        # keep the frame and device; the features are replaced by an empty tensor placeholder
+        self._disk[z] = (path, ImageEmbedding(embedding.features.new_empty(0), embedding.frame))
+        self.spilled += 1
+
+    def pop(self, z: int) -> ImageEmbedding | None:
+        if z in self._memory:
+            return self._memory.pop(z)
+        if z in self._disk:
+            path, stub = self._disk.pop(z)
+            features = torch.load(path, map_location=stub.features.device, weights_only=True)
+            path.unlink()
+            return ImageEmbedding(features, stub.frame)
+        return None
+
+    def close(self) -> None:
+        self._memory.clear()
+        self._disk.clear()
+        if self._folder is not None:
+            self._folder.cleanup()
+            self._folder = None
+
+
+@dataclass
+class BoxPropagator:
+    """LiteMedSAM-style propagation with one encoder pass per slice (see the module docstring).
+
+    Args:
+        predictor: encodes slices (:meth:`Predictor.embed`) and decodes boxes in batches.
+        config: box growth, stopping rule and embedding cache size.
+    """
+
+    predictor: Predictor
+    config: PropagationConfig = field(default_factory=PropagationConfig)
+
+    def init_state(self, slices: SliceSource, prompts: Sequence[VolumePrompt]) -> PropagationState:
+        objects = [ObjectState(i, tuple(float(v) for v in p.box), int(p.key_slice),  # type: ignore[arg-type]
+                               (int(p.z_range[0]), int(p.z_range[1])))
+                   for i, p in enumerate(prompts)]
+        return PropagationState(slices, objects)
+
+    def propagate(self, state: PropagationState) -> Iterator[SliceResult]:
+        """Yield one :class:`SliceResult` per planned slice: the upward sweep, then the downward."""
+        up, down = state.plan()
+        wanted_later = set(down)
+        cache = EmbeddingCache(self.config.max_cached_embeddings)
+        try:
+            for z in up:
+                active = [o for o in state.objects if o.up_active(z)]
+                if not active:
+                    yield self._nothing(state, z, final=z not in wanted_later)
+                    continue
+                embedding = self._encode(state, z)
+                if z in wanted_later:
+                    cache.put(z, embedding)
+                result = self._decode(state, z, active, embedding, final=z not in wanted_later)
+                for obj, mask in zip(active, result.masks):
+                    if z == obj.key_slice:
+                        obj.key_mask = mask
+                    if z == obj.z_range[1] or (self.config.stop_when_empty and not mask.any()):
+                        obj.up_done = True
+                yield result
+            for obj in state.objects:
+                obj.last_mask = obj.key_mask
+                if obj.key_slice == obj.z_range[0] or (
+                        self.config.stop_when_empty and (obj.key_mask is None or not obj.key_mask.any())):
+                    obj.down_done = True
+            for z in down:
+                active = [o for o in state.objects if o.down_active(z)]
+                embedding = cache.pop(z)
+                if not active:
+                    yield self._nothing(state, z, final=True)
+                    continue
+                embedding = embedding if embedding is not None else self._encode(state, z)
+                result = self._decode(state, z, active, embedding, final=True)
+                for obj, mask in zip(active, result.masks):
+                    if z == obj.z_range[0] or (self.config.stop_when_empty and not mask.any()):
+                        obj.down_done = True
+                yield result
+        finally:
+            state.spilled += cache.spilled
+            cache.close()
+
+    # ------------------------------------------------------------------------ steps
+    def _encode(self, state: PropagationState, z: int) -> ImageEmbedding:
+        state.encoder_calls += 1
+        return self.predictor.embed(state.slices.rgb(z))
+
+    def next_box(self, obj: ObjectState) -> np.ndarray:
+        """The box for the object's next slice: the last mask's bounds grown by ``grow_px``,
+        or the key box on the key slice and after an empty mask."""
+        if obj.last_mask is not None:
+            bounds = box_from_mask(obj.last_mask, min_component=0, margin=self.config.grow_px)
+            if bounds is not None:
+                return np.asarray(bounds, dtype=np.float64)
+        return np.asarray(obj.key_box, dtype=np.float64)
+
+    def _decode(self, state: PropagationState, z: int, active: list[ObjectState],
+                embedding: ImageEmbedding, final: bool) -> SliceResult:
+        boxes = np.stack([self.next_box(o) for o in active])
+        self.predictor.set_embedding(embedding)
+        prediction = self.predictor.predict(boxes=boxes)
+        state.decoder_calls += 1
+        masks, logits = prediction.masks[:, 0], prediction.logits[:, 0]
+        for obj, box, mask in zip(active, boxes, masks):
+            obj.box, obj.last_mask = box, mask
+            obj.slices += 1
+            obj.empty_slices += int(not mask.any())
+        return SliceResult(z, tuple(o.obj_id for o in active), masks, logits, final)
+
+    @staticmethod
+    def _nothing(state: PropagationState, z: int, final: bool) -> SliceResult:
+        _, h, w = state.slices.shape
+        return SliceResult(z, (), np.zeros((0, h, w), bool), np.zeros((0, h, w), np.float32), final)

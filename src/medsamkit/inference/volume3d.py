@@ -1,0 +1,244 @@
+"""Segment a 3D volume from box prompts: array -> intensity scheme -> propagation -> label map.
+
+:func:`segment_volume` is the Python API behind ``medsamkit segment VOLUME``; it works on an
+array and its :class:`~medsamkit.io.geometry.Geometry` and returns the label volume with that
+same geometry. The intensity scheme is computed once on the whole volume (percentiles or window
+volume-wide, as MedSAM's pre_CT_MR.py does); slices then go through the model one by one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..errors import InputError
+from ..io.geometry import Geometry
+from ..io.volume import read_volume
+from ..preprocessing.intensity import Scheme, select_scheme
+from ..preprocessing.labels import fill_holes, largest_connected_component
+from .predictor import Predictor
+from .prompts3d import VolumePrompt, check_prompt, prompts_from_labels
+from .propagate import BoxPropagator, PropagationConfig, Propagator, SliceResult, VolumeSlices
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    """Optional 3D cleanup of each object of a label volume.
+
+    Attributes:
+        keep_largest: keep only each label's largest 26-connected component (MedSAM2 does this).
+        fill_holes: fill each label's enclosed holes in 3D (only where the background is).
+    """
+
+    keep_largest: bool = False
+    fill_holes: bool = False
+
+    def __call__(self, labels: np.ndarray) -> np.ndarray:
+        out = labels
+        if self.keep_largest:
+            out = out.copy()
+            for value in np.unique(out):
+                if value == 0:
+                    continue
+                this = out == value
+                out[this & ~largest_connected_component(this)] = 0
+        if self.fill_holes:
+            out = fill_holes(out)
+        return out
+
+
+@dataclass(frozen=True)
+class VolumeOptions:
+    """Everything about a volume run except the model and the prompts.
+
+    Attributes:
+        modality, window: intensity scheme (see :func:`~medsamkit.preprocessing.intensity.select_scheme`).
+        propagation: box growth and stopping rule.
+        cleanup: 3D post-processing of each object.
+        progress: show a progress bar over slices.
+    """
+
+    modality: str | None = None
+    window: str | None = None
+    propagation: PropagationConfig = field(default_factory=PropagationConfig)
+    cleanup: Cleanup = field(default_factory=Cleanup)
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class VolumeSegmentation:
+    """The result of :func:`segment_volume`.
+
+    Attributes:
+        labels: ``[z, y, x]`` label map (0 background), the input's shape; uint8, or uint16 for
+            label ids above 255.
+        geometry: the input's geometry, unchanged (write the labels with it).
+        label_ids: the value of each prompt's object, in prompt order.
+        encoder_calls, decoder_calls: model calls made (one encoder call per slice visited).
+        slices_visited: slices the propagation went through.
+        spilled: embeddings written to disk between the sweeps.
+        scheme: the intensity scheme used, in words.
+        seconds: wall time of the propagation.
+    """
+
+    labels: np.ndarray
+    geometry: Geometry
+    label_ids: tuple[int, ...]
+    encoder_calls: int
+    decoder_calls: int
+    slices_visited: int
+    spilled: int
+    scheme: str
+    seconds: float
+
+
+class LabelAssembler:
+    """Writes :class:`SliceResult` masks into a label volume.
+
+    A voxel claimed by several objects (logit > 0) goes to the highest logit, also across the two
+    visits a slice can get (the logits of a slice that will be visited again are kept until then).
+    """
+
+    def __init__(self, shape: Sequence[int], label_ids: Sequence[int]) -> None:
+        top = max(label_ids, default=0)
+        dtype = np.uint8 if top <= 255 else np.uint16 if top <= 65535 else np.uint32
+        self.volume = np.zeros(tuple(shape), dtype)
+        self.label_ids = np.asarray(label_ids, dtype=dtype)
+        self._best: dict[int, np.ndarray] = {}  # slice -> best logit so far, for slices seen again
+
+    def add(self, result: SliceResult) -> None:
+        z = result.z
+        previous = self._best.pop(z, None)
+        if result.obj_ids:
+            best = result.logits.max(axis=0)
+            winner = self.label_ids[np.asarray(result.obj_ids)][result.logits.argmax(axis=0)]
+            claim = best > 0
+            if previous is not None:
+                claim &= best > previous
+                best = np.maximum(best, previous)
+            self.volume[z][claim] = winner[claim]
+        else:
+            best = previous
+        if not result.final and best is not None:
+            self._best[z] = best
+
+
+def volume_kind(array: np.ndarray, ct: bool = False) -> str:
+    """The :data:`~medsamkit.io.image2d.KINDS` name of a volume for the intensity scheme.
+
+    ``ct`` (a DICOM series whose Modality is CT) -> ``"ct"``; else by dtype: uint8 ->
+    ``"grey8"``, other integers -> ``"grey16"``, floats -> ``"float"``.
+    """
+    if ct:
+        return "ct"
+    if np.issubdtype(array.dtype, np.floating):
+        return "float"
+    return "grey8" if array.dtype == np.uint8 else "grey16"
+
+
+def _as_prompt(prompt: VolumePrompt | Sequence[float]) -> VolumePrompt:
+    if isinstance(prompt, VolumePrompt):
+        return prompt
+    values = tuple(prompt)
+    if len(values) != 6:
+        raise InputError(None, f"a volume box is 6 numbers x0, y0, z0, x1, y1, z1, got {values!r}")
+    return VolumePrompt.from_box3d(values)
+
+
+def segment_volume(
+    array: np.ndarray,
+    geometry: Geometry,
+    prompts: Sequence[VolumePrompt | Sequence[float]],
+    predictor: Predictor,
+    options: VolumeOptions | None = None,
+    *,
+    scheme: Scheme | None = None,
+    propagator: Propagator | None = None,
+    source: str | os.PathLike | None = None,
+) -> VolumeSegmentation:
+    """Segment the objects given by ``prompts`` in a ``[z, y, x]`` volume.
+
+    Args:
+        array: the volume as read (any numeric dtype; ``read_volume`` gives it).
+        geometry: its geometry; returned unchanged with the labels.
+        prompts: :class:`VolumePrompt` objects or 6-number boxes ``(x0, y0, z0, x1, y1, z1)``
+            (voxel indices; key slice = middle slice).
+        predictor: the model with its geometry (encodes slices, decodes boxes).
+        options: intensity scheme, propagation rule, cleanup, progress bar.
+        scheme: an intensity scheme to use instead of the one ``options`` selects (e.g. for a
+            DICOM CT, ``select_scheme("ct")[0]``).
+        propagator: replaces the default :class:`BoxPropagator` (same interface).
+        source: the volume's file, named in errors.
+
+    Raises:
+        InputError: naming ``source`` for a volume that is not 3D, no prompt, or a prompt that
+            does not fit the volume.
+    """
+    options = options or VolumeOptions()
+    array = np.asarray(array)
+    if array.ndim != 3 or 0 in array.shape:
+        raise InputError(source, f"a volume must be a non-empty 3D [z, y, x] array, got shape {array.shape}")
+    prompts = [_as_prompt(p) for p in prompts]
+    if not prompts:
+        raise InputError(source, "no box given for this volume")
+    for i, p in enumerate(prompts):
+        check_prompt(p, array.shape, source, where=f"box {i + 1} ({p.describe()})")
+    label_ids = tuple(p.label if p.label is not None else i + 1 for i, p in enumerate(prompts))
+
+    if scheme is None:
+        scheme, description = select_scheme(volume_kind(array), options.modality, options.window)
+    else:
+        description = getattr(scheme, "describe", lambda: repr(scheme))()
+    log.info("intensity scheme (whole volume): %s", description)
+    slices = VolumeSlices(scheme(array))
+
+    propagator = propagator or BoxPropagator(predictor, options.propagation)
+    state = propagator.init_state(slices, prompts)
+    up, down = state.plan()
+    assembler = LabelAssembler(array.shape, label_ids)
+    start = time.perf_counter()
+    with tqdm(total=len(up) + len(down), desc="propagate", unit="slice", disable=not options.progress) as bar:
+        for result in propagator.propagate(state):
+            assembler.add(result)
+            bar.update(1)
+    seconds = time.perf_counter() - start
+    log.info("%d objects over %d slices: %d encoder calls, %d batched decoder calls, %.1f s",
+             len(prompts), len(up) + len(down), state.encoder_calls, state.decoder_calls, seconds)
+    labels = options.cleanup(assembler.volume)
+    return VolumeSegmentation(labels, geometry, label_ids, state.encoder_calls, state.decoder_calls,
+                              len(set(up) | set(down)), state.spilled, description, seconds)
+
+
+def read_label_prompts(path: str | os.PathLike, shape: Sequence[int], labels: Sequence[int] | None = None
+                       ) -> list[VolumePrompt]:
+    """Prompts from a label volume file (``--boxes-from-labels``) for an image of ``shape``.
+
+    Raises :class:`InputError` naming ``path`` when it cannot be read, its shape differs from the
+    image's, or a requested label is absent.
+    """
+    label_array, _ = read_volume(path)
+    if tuple(label_array.shape) != tuple(shape):
+        raise InputError(path, f"label volume has shape {tuple(label_array.shape)} but the image has "
+                               f"{tuple(shape)} (z, y, x)")
+    return prompts_from_labels(label_array, labels, source=path)
+
+
+def is_dicom_ct(path: str | os.PathLike) -> bool:
+    """True for a folder whose single DICOM series has Modality CT (then the default scheme is a
+    CT window, as for 2D DICOM CT slices)."""
+    from ..io.dicom_series import list_dicom_series
+
+    p = Path(path)
+    if not p.is_dir():
+        return False
+    series = list_dicom_series(p)
+    return len(series) == 1 and series[0].modality.upper() == "CT"
