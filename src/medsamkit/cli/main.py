@@ -12,9 +12,9 @@ import sys
 
 from .. import __version__
 from ..errors import MedsamkitError
-from . import demo, models, segment
+from . import demo, inspect_cache, models, preprocess, segment
 
-VERBS = (segment, models, demo)
+VERBS = (segment, models, demo, preprocess, inspect_cache)
 
 
 class _Parser(argparse.ArgumentParser):
