@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     for key, value in result.items():
         print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
-    print("official pipeline (ref-litemedsam/RESULT.txt):", (args.data / "ref-litemedsam" / "RESULT.txt").read_text().strip().splitlines()[-1])
+    reference = (args.data / "ref-litemedsam" / "RESULT.txt").read_text().splitlines()
+    print("official pipeline (ref-litemedsam/RESULT.txt):",
+          next((line.strip() for line in reference if "dice_mean" in line), "no dice_mean line"))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0 if not missing else 1
