@@ -190,12 +190,12 @@ def _run_jobs(jobs: list[CaseJob], options: RunOptions) -> list[CaseResult]:
         bar.set_postfix(samples=sum(r.samples for r in results), refresh=False)
 
     try:
-        if options.workers <= 1:
+        if min(options.workers, len(jobs)) <= 1:
             for job in jobs:
                 collect(process_case(job))
         else:
             context = multiprocessing.get_context("spawn")  # fork is unsafe with torch/OpenCV threads
-            with ProcessPoolExecutor(options.workers, mp_context=context,
+            with ProcessPoolExecutor(min(options.workers, len(jobs)), mp_context=context,
                                      initializer=init_worker) as pool:
                 futures = {pool.submit(process_case, job): job for job in jobs}
                 for future in as_completed(futures):
