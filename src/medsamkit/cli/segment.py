@@ -1,4 +1,7 @@
-"""``medsamkit segment``: box-prompted segmentation of one image or a folder of images."""
+"""``medsamkit segment``: box-prompted segmentation of one image, a folder of images or a volume.
+
+Volumes (volume file endings, DICOM series folders) go to :mod:`medsamkit.cli.segment3d`.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +14,10 @@ from ..errors import InputError
 from ..inference.batch import segment_folder
 from ..inference.prompts import BoxPrompt, parse_box, prompts_for_image, read_boxes_file
 from ..inference.segment2d import Segmenter2D
+from . import segment3d
 from .common import add_intensity_options, add_model_options, make_predictor
 
-HELP = "segment an image (or a folder of images) from box prompts"
+HELP = "segment an image, a folder of images or a 3D volume from box prompts"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "segment", help=HELP, description=HELP + ". Boxes are pixels of the original image: "
         "X0,Y0,X1,Y1 with x to the right and y down. One box gives a 0/255 mask, several a label map 1..N.",
     )
-    p.add_argument("input", metavar="IMAGE", help="2D image (PNG, JPEG, BMP, TIFF, NPY, NPZ, DICOM slice) or a folder")
+    p.add_argument("input", metavar="IMAGE", help="2D image (PNG, JPEG, BMP, TIFF, NPY, NPZ, DICOM slice), a folder "
+                   "of images, or a volume (NIfTI, MHA, NRRD, DICOM series folder: see '3D volumes')")
     p.add_argument("--box", action="append", default=[], metavar="X0,Y0,X1,Y1", help="a box prompt (repeat for more)")
     p.add_argument("--label", action="append", type=int, default=None, metavar="ID",
                    help="label id of each --box, in order (default 1..N)")
@@ -31,6 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="folder mode: redo images whose mask exists")
     add_model_options(p)
     add_intensity_options(p)
+    segment3d.add_volume_options(p)
     p.set_defaults(run=run)
 
 
@@ -49,6 +55,11 @@ def run(args: argparse.Namespace) -> int:
     source = Path(args.input)
     if not source.exists():
         raise InputError(source, "no such file or folder")
+    if segment3d.wants_volume(args, source):
+        return segment3d.run(args)
+    if segment3d.has_volume_options(args):
+        raise InputError(source, "3D options (--slice, --z-range, --recist, --boxes-from-labels, ...) need a volume: "
+                                 "a NIfTI/MHA/NRRD file or a DICOM series folder")
     prompts = _cli_prompts(args)
     if args.boxes_file:
         prompts += read_boxes_file(args.boxes_file)
