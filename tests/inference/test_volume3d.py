@@ -96,6 +96,18 @@ def test_overlaps_go_to_the_highest_logit_also_across_visits():
     assert not assembler.volume[[0, 2]].any()
 
 
+def test_overlap_last_lets_the_later_object_win():
+    assembler = LabelAssembler((3, 2, 2), [4, 7, 9], overlap="last")
+    logits = np.array([[[2.0, 1.0], [-1.0, 0.5]], [[1.0, 3.0], [-2.0, -1.0]]], np.float32)
+    assembler.add(SliceResult(1, (0, 1), logits > 0, logits, final=False))
+    np.testing.assert_array_equal(assembler.volume[1], [[7, 7], [0, 4]])
+    later = np.array([[[-1.5, -5.0], [0.2, -0.4]]], np.float32)  # object 2 claims one voxel
+    assembler.add(SliceResult(1, (2,), later > 0, later, final=True))
+    np.testing.assert_array_equal(assembler.volume[1], [[7, 7], [9, 4]])
+    with pytest.raises(ValueError):
+        VolumeOptions(overlap="first")
+
+
 def test_cleanup():
     labels = np.zeros((6, 10, 10), np.uint8)
     labels[1:5, 2:8, 2:8] = 1

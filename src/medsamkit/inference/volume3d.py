@@ -56,6 +56,10 @@ class Cleanup:
         return out
 
 
+#: How a voxel claimed by several objects is labelled (:class:`LabelAssembler`).
+OVERLAP_RULES = ("logit", "last")
+
+
 @dataclass(frozen=True)
 class VolumeOptions:
     """Everything about a volume run except the model and the prompts.
@@ -64,6 +68,8 @@ class VolumeOptions:
         modality, window: intensity scheme (see :func:`~medsamkit.preprocessing.intensity.select_scheme`).
         propagation: box growth and stopping rule.
         cleanup: 3D post-processing of each object.
+        overlap: who gets a voxel several objects claim: ``"logit"`` (the highest logit) or
+            ``"last"`` (the object given last, as LiteMedSAM's script); see :class:`LabelAssembler`.
         progress: show a progress bar over slices.
     """
 
@@ -71,7 +77,12 @@ class VolumeOptions:
     window: str | None = None
     propagation: PropagationConfig = field(default_factory=PropagationConfig)
     cleanup: Cleanup = field(default_factory=Cleanup)
+    overlap: str = "logit"
     progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.overlap not in OVERLAP_RULES:
+            raise ValueError(f"overlap must be one of {OVERLAP_RULES}, got {self.overlap!r}")
 
 
 @dataclass(frozen=True)
@@ -84,7 +95,7 @@ class VolumeSegmentation:
         geometry: the input's geometry, unchanged (write the labels with it).
         label_ids: the value of each prompt's object, in prompt order.
         encoder_calls, decoder_calls: model calls made (one encoder call per slice visited).
-        slices_visited: slices the propagation went through.
+        slices_visited: slices on which at least one object was segmented.
         spilled: embeddings written to disk between the sweeps.
         scheme: the intensity scheme used, in words.
         seconds: wall time of the propagation.
@@ -104,24 +115,39 @@ class VolumeSegmentation:
 class LabelAssembler:
     """Writes :class:`SliceResult` masks into a label volume.
 
-    A voxel claimed by several objects (logit > 0) goes to the highest logit, also across the two
-    visits a slice can get (the logits of a slice that will be visited again are kept until then).
+    A voxel claimed by several objects goes, with ``overlap="logit"``, to the object with the
+    highest logit there (as the 2D label maps do); with ``"last"``, to the object given last (the
+    LiteMedSAM script writes objects one after the other, so later ones overwrite earlier ones).
+    This holds across the two visits a slice can get: the scores of a slice that will be visited
+    again are kept until then.
     """
 
-    def __init__(self, shape: Sequence[int], label_ids: Sequence[int]) -> None:
+    def __init__(self, shape: Sequence[int], label_ids: Sequence[int], overlap: str = "logit") -> None:
+        if overlap not in OVERLAP_RULES:
+            raise ValueError(f"overlap must be one of {OVERLAP_RULES}, got {overlap!r}")
         top = max(label_ids, default=0)
         dtype = np.uint8 if top <= 255 else np.uint16 if top <= 65535 else np.uint32
         self.volume = np.zeros(tuple(shape), dtype)
         self.label_ids = np.asarray(label_ids, dtype=dtype)
-        self._best: dict[int, np.ndarray] = {}  # slice -> best logit so far, for slices seen again
+        self.overlap = overlap
+        self._best: dict[int, np.ndarray] = {}  # slice -> best score so far, for slices seen again
+
+    def _scores(self, result: SliceResult) -> np.ndarray:
+        """(N, H, W) score of each object where its mask is, -inf elsewhere."""
+        if self.overlap == "logit":
+            values = result.logits
+        else:
+            values = np.asarray(result.obj_ids, np.float32)[:, None, None]
+        return np.where(result.masks, values, np.float32(-np.inf))
 
     def add(self, result: SliceResult) -> None:
         z = result.z
         previous = self._best.pop(z, None)
         if result.obj_ids:
-            best = result.logits.max(axis=0)
-            winner = self.label_ids[np.asarray(result.obj_ids)][result.logits.argmax(axis=0)]
-            claim = best > 0
+            scores = self._scores(result)
+            best = scores.max(axis=0)
+            winner = self.label_ids[np.asarray(result.obj_ids)][scores.argmax(axis=0)]
+            claim = best > -np.inf
             if previous is not None:
                 claim &= best > previous
                 best = np.maximum(best, previous)
@@ -204,18 +230,21 @@ def segment_volume(
     propagator = propagator or BoxPropagator(predictor, options.propagation)
     state = propagator.init_state(slices, prompts)
     up, down = state.plan()
-    assembler = LabelAssembler(array.shape, label_ids)
+    assembler = LabelAssembler(array.shape, label_ids, options.overlap)
+    visited: set[int] = set()
     start = time.perf_counter()
     with tqdm(total=len(up) + len(down), desc="propagate", unit="slice", disable=not options.progress) as bar:
         for result in propagator.propagate(state):
             assembler.add(result)
+            if result.obj_ids:
+                visited.add(result.z)
             bar.update(1)
     seconds = time.perf_counter() - start
     log.info("%d objects over %d slices: %d encoder calls, %d batched decoder calls, %.1f s",
-             len(prompts), len(up) + len(down), state.encoder_calls, state.decoder_calls, seconds)
+             len(prompts), len(visited), state.encoder_calls, state.decoder_calls, seconds)
     labels = options.cleanup(assembler.volume)
     return VolumeSegmentation(labels, geometry, label_ids, state.encoder_calls, state.decoder_calls,
-                              len(set(up) | set(down)), state.spilled, description, seconds)
+                              len(visited), state.spilled, description, seconds)
 
 
 def read_label_prompts(path: str | os.PathLike, shape: Sequence[int], labels: Sequence[int] | None = None
