@@ -9,7 +9,6 @@ the real CLI, readers, intensity scheme, propagation, decoder and writers.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -19,11 +18,10 @@ import SimpleITK as sitk
 
 from medsamkit.cli import common, segment3d
 from medsamkit.cli.main import build_parser, main
-from medsamkit.inference.predictor import Predictor
 from medsamkit.io.geometry import Geometry
 from medsamkit.io.volume import read_volume, write_volume
 from medsamkit.models import zoo
-from medsamkit.models.loader import load_model
+from test_cli_segment import MemoPredictor, cached_load_model  # one model and embedding memo for tests/cli
 
 NZ, NY, NX = 16, 80, 80
 # bright ellipsoids: centre (x, y, z), half-axes (x, y, z) in voxels, value; A: slices 3..11, B: 6..11
@@ -35,24 +33,6 @@ _T = np.deg2rad(15.0)
 OBLIQUE = Geometry(spacing=(2.5, 0.8, 0.7), origin=(4.25, -7.5, 33.0), direction=tuple(
     (np.array([[np.cos(_T), -np.sin(_T), 0], [np.sin(_T), np.cos(_T), 0], [0, 0, 1]])
      @ np.array([[1, 0, 0], [0, np.cos(_T), -np.sin(_T)], [0, np.sin(_T), np.cos(_T)]])).ravel()))
-
-_MODELS: dict = {}
-_EMBEDDINGS: dict = {}
-
-
-class MemoPredictor(Predictor):
-    def embed(self, image):
-        key = hashlib.sha1(image.tobytes() + repr(image.shape).encode()).hexdigest()
-        if key not in _EMBEDDINGS:
-            _EMBEDDINGS[key] = super().embed(image)
-        return _EMBEDDINGS[key]
-
-
-def cached_load_model(name=None, checkpoint=None, device="auto", **kw):
-    key = (name, checkpoint, str(device))
-    if key not in _MODELS:
-        _MODELS[key] = load_model(name, checkpoint, device, **kw)
-    return _MODELS[key]
 
 
 @pytest.fixture(autouse=True)
@@ -123,7 +103,7 @@ def test_mha_oblique_with_label_ids_and_cleanup(phantom, tmp_path, capsys):
     d, truth_a, truth_b = phantom
     out = tmp_path / "seg.mha"
     code, _, err = run_cli(capsys, "segment", d / "vol.mha", "--box", BOX_A, "--label", 5, "--box", BOX_B,
-                           "--label", 9, "--keep-largest", "--fill-holes", "-o", out)
+                           "--label", 9, "--keep-largest", "--fill-holes", "--overlap", "last", "-o", out)
     assert code == 0, err
     seg, geometry = read_volume(out)
     assert geometry == read_volume(d / "vol.mha")[1] and geometry.same_as(OBLIQUE)

@@ -15,7 +15,14 @@ from ..inference.batch import list_images
 from ..inference.prompts import read_boxes_file
 from ..inference.prompts3d import PromptSpec, VolumePrompt, box_spec, parse_pair, read_boxes3d_file, recist_spec
 from ..inference.propagate import PropagationConfig
-from ..inference.volume3d import Cleanup, VolumeOptions, is_dicom_ct, read_label_prompts, segment_volume
+from ..inference.volume3d import (
+    OVERLAP_RULES,
+    Cleanup,
+    VolumeOptions,
+    is_dicom_ct,
+    read_label_prompts,
+    segment_volume,
+)
 from ..io.dicom_series import list_dicom_series
 from ..io.volume import VOLUME_SUFFIXES, read_volume, volume_suffix, write_volume
 from ..io.writers import check_not_input
@@ -48,6 +55,9 @@ def add_volume_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--stop-when-empty", action="store_true",
                    help="stop an object's propagation at its first empty slice (default: go on to the "
                         "end of its z range with the key box, as LiteMedSAM does)")
+    g.add_argument("--overlap", choices=list(OVERLAP_RULES), default="logit",
+                   help="a voxel two objects claim goes to the highest logit (default) or to the object given last "
+                        "(as LiteMedSAM's script)")
     g.add_argument("--keep-largest", action="store_true", help="keep each label's largest 3D connected component")
     g.add_argument("--fill-holes", action="store_true", help="fill enclosed holes of each label in 3D")
     g.add_argument("--series", metavar="UID|INDEX", help="DICOM folders with several series: which one")
@@ -185,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
         modality=modality, window=args.window,
         propagation=PropagationConfig(grow_px=args.grow, stop_when_empty=args.stop_when_empty),
         cleanup=Cleanup(keep_largest=args.keep_largest, fill_holes=args.fill_holes),
-        progress=not args.quiet,
+        overlap=args.overlap, progress=not args.quiet,
     )
     predictor, _ = make_predictor(args)
     result = segment_volume(array, geometry, prompts, predictor, options, source=source)
