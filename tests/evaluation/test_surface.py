@@ -76,18 +76,19 @@ def test_single_voxel_has_eight_corner_surfels():
 
 
 @pytest.mark.parametrize("spacing", SPACINGS)
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
 def test_nsd_equals_monai_subvoxel_surface_dice(spacing, seed):
     shape = (48, 56) if len(spacing) == 2 else (26, 30, 28)
     pred = blob(shape, seed)
     gt = blob(shape, seed + 50) | ndimage.binary_dilation(pred, iterations=1 + seed % 2)
     sd = surface_distances(pred, gt, spacing)
-    for tol in (0.5, 1.0, 2.0, 3.5):
+    for tol in (0.5, 1.5, 3.5):
         theirs = monai_metrics.compute_surface_dice(one_hot(pred), one_hot(gt), [tol], spacing=spacing,
                                                     use_subvoxels=True).item()
         assert surface_dice(sd, tol) == pytest.approx(theirs, abs=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")
 @pytest.mark.parametrize("spacing", SPACINGS)
 def test_surfel_distances_and_areas_equal_monai(spacing):
     shape = (40, 44) if len(spacing) == 2 else (24, 26, 22)

@@ -13,8 +13,9 @@ import sys
 from .. import __version__
 from ..errors import MedsamkitError
 from . import demo, inspect_cache, models, preprocess, segment
+from . import compare, evaluate
 
-VERBS = (segment, models, demo, preprocess, inspect_cache)
+VERBS = (segment, models, demo, preprocess, inspect_cache, evaluate, compare)
 
 
 class _Parser(argparse.ArgumentParser):
