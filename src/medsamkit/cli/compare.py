@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     write_text(out / TABLE_NAME, table)
     plots = write_box_plots(models, out)
     print(table, end="")
-    print(f"wrote {out / TABLE_NAME}, " + ", ".join(p.name for p in plots))
+    print(f"wrote {out}/: " + ", ".join([TABLE_NAME, *(p.name for p in plots)]))
     if not args.no_grid:
         sources = grid_sources(models, args.images, args.gt)
         cases = choose_cases(models, args.n, args.rank, _split(args.cases))

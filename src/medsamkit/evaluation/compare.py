@@ -231,7 +231,13 @@ def grid_rows(models: Sequence[Model], cases: Sequence[tuple[str, str]], sources
 
 
 def write_box_plots(models: Sequence[Model], out_dir: Path) -> list[Path]:
-    """``boxplot_<metric>.png`` for DSC, NSD and HD95; returns the paths."""
+    """``boxplot_<metric>.png`` for DSC, NSD and HD95; returns the paths (none, with a warning,
+    when matplotlib is not installed: ``pip install "medsamkit[report]"``)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        logger.warning('box plots skipped: matplotlib is not installed (pip install "medsamkit[report]")')
+        return []
     paths = []
     for metric in ("dsc", "nsd", "hd95"):
         path = out_dir / f"boxplot_{metric}.png"

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medsamkit.data.cases import read_json
 from medsamkit.errors import InputError
 from medsamkit.io.writers import atomic_output
 
@@ -155,10 +156,7 @@ def read_report(folder: str | os.PathLike) -> Report:
     for p in (summary_path, csv_path):
         if not p.is_file():
             raise InputError(p, "not found: is this a folder written by medsamkit evaluate?")
-    try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(summary_path, f"cannot read the summary: {exc}") from exc
+    summary = read_json(summary_path)
     acc = MetricAccumulator()
     try:
         with open(csv_path, newline="", encoding="utf-8") as f:

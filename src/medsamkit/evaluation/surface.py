@@ -241,14 +241,8 @@ def _check_pair(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | Non
 
 def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     """The smallest box (one slice per axis) holding every True voxel of ``mask``; None if empty."""
-    if not mask.any():
-        return None
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hit = np.flatnonzero(mask.any(axis=other))
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(box)
+    boxes = ndimage.find_objects(np.ascontiguousarray(mask, dtype=bool).view(np.uint8))
+    return boxes[0] if boxes else None
 
 
 def padded_crop(mask: np.ndarray, box: tuple[slice, ...], margin: int = 1) -> np.ndarray:
