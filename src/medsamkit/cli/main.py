@@ -12,10 +12,10 @@ import sys
 
 from .. import __version__
 from ..errors import MedsamkitError
-from . import demo, inspect_cache, models, preprocess, segment
+from . import demo, fit, inspect_cache, models, preprocess, segment
 from . import compare, evaluate
 
-VERBS = (segment, models, demo, preprocess, inspect_cache, evaluate, compare)
+VERBS = (segment, models, demo, preprocess, inspect_cache, fit, evaluate, compare)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,114 @@
+"""What the training module trains: a SAM-family model in one fine-tuning mode, or a baseline.
+
+Both adapters take a batch (see :mod:`medsamkit.training.datasets`) and return
+``(logits (B, 1, s, s), iou_pred (B, 1) or None)``; they say which state_dict keys are trained
+(the only ones a training checkpoint keeps) and give the model to export.
+
+Modes of :class:`SamNet` (``requires_grad`` and train/eval follow them):
+
+=================  ==============  ==============  ============
+mode               image encoder   prompt encoder  mask decoder
+=================  ==============  ==============  ============
+decoder            frozen          frozen          trained
+encoder-decoder    trained         frozen          trained
+full               trained         trained         trained
+lora               LoRA adapters   frozen          trained
+=================  ==============  ==============  ============
+
+Frozen parts stay in eval mode (BatchNorm statistics untouched). With ``automatic`` the decoder
+sees no prompt (the prompt encoder's no-prompt embeddings), for single-target tasks. The IoU
+head trains only when a loss uses it (``train_iou_head``): a parameter no loss reaches would
+only be decayed by AdamW, and DDP refuses unused trainable parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..models.sam import Sam
+from .config import LoraConfig
+from .lora import add_lora, merged_copy
+
+_TRAINED_PARTS = {
+    "decoder": ("mask_decoder.",),
+    "encoder-decoder": ("image_encoder.", "mask_decoder."),
+    "full": ("image_encoder.", "prompt_encoder.", "mask_decoder."),
+    "lora": ("mask_decoder.",),
+}
+
+
+class SamNet(nn.Module):
+    """A :class:`~medsamkit.models.sam.Sam` trained in one mode (keys ``model.<official key>``)."""
+
+    def __init__(self, model: Sam, mode: str = "decoder", automatic: bool = False,
+                 lora: LoraConfig | None = None, train_iou_head: bool = True) -> None:
+        super().__init__()
+        if mode not in _TRAINED_PARTS:
+            raise ValueError(f"unknown mode {mode!r}; modes: {', '.join(_TRAINED_PARTS)}")
+        self.model, self.mode, self.automatic = model, mode, automatic
+        parts = _TRAINED_PARTS[mode]
+        for name, param in model.named_parameters():
+            param.requires_grad = name.startswith(parts)
+        if not train_iou_head:
+            model.mask_decoder.iou_prediction_head.requires_grad_(False)
+        if mode == "lora":
+            lora = lora or LoraConfig()
+            model.image_encoder = add_lora(model.image_encoder, lora.rank, lora.alpha, lora.dropout, lora.targets)
+        self.encoder_trains = mode != "decoder"
+
+    def is_trained_key(self, key: str) -> bool:
+        """Whether ``key`` (relative to this net) is trained, hence kept in training checkpoints."""
+        key = key.removeprefix("model.")
+        return key.startswith(_TRAINED_PARTS[self.mode]) or (self.mode == "lora" and "lora_" in key)
+
+    def train(self, mode: bool = True) -> SamNet:
+        super().train(mode)
+        if mode:
+            if self.mode in ("decoder", "lora"):
+                self.model.image_encoder.eval()
+            if self.mode != "full":
+                self.model.prompt_encoder.eval()
+        return self
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        if "embedding" in batch:
+            embeddings = batch["embedding"]
+        else:
+            with torch.set_grad_enabled(self.encoder_trains and torch.is_grad_enabled()):
+                embeddings = self.model.encode(batch["image"])
+        if not self.automatic:
+            return self.model.decode(embeddings, boxes=batch["box"])
+        n = embeddings.shape[0]
+        sparse, dense = self.model.prompt_encoder(points=None, boxes=None, masks=None)
+        return self.model.mask_decoder(
+            image_embeddings=embeddings,
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse.expand(n, -1, -1),
+            dense_prompt_embeddings=dense.expand(n, -1, -1, -1),
+            multimask_output=False,
+        )
+
+    def export_model(self) -> nn.Module:
+        """The model in the official layout (LoRA adapters merged into a copy)."""
+        return merged_copy(self.model)
+
+
+class BaselineNet(nn.Module):
+    """A from-scratch network (:mod:`medsamkit.models.baselines`): everything is trained."""
+
+    automatic = False
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.uses_box = bool(getattr(net, "uses_box", False))
+
+    def is_trained_key(self, key: str) -> bool:
+        return True
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, None]:
+        return self.net(batch["image"], batch["box"] if self.uses_box else None), None
+
+    def export_model(self) -> nn.Module:
+        return self.net

@@ -1,0 +1,80 @@
+"""Fine-tuning modes: what trains, what stays frozen (and in eval mode), and the forward paths."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from training_fixtures import tiny_sam
+
+from medsamkit.models.baselines import UNet
+from medsamkit.training.config import LoraConfig
+from medsamkit.training.nets import BaselineNet, SamNet
+
+PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
+TRAINED = {"decoder": {"mask_decoder"}, "encoder-decoder": {"image_encoder", "mask_decoder"},
+           "full": set(PARTS), "lora": {"mask_decoder"}}
+
+
+def _batch(n: int = 3) -> dict[str, torch.Tensor]:
+    torch.manual_seed(1)
+    return {"image": torch.randn(n, 3, 64, 64), "box": torch.tensor([[4.0, 6.0, 40.0, 30.0]] * n),
+            "mask": torch.zeros(n, 1, 64, 64), "valid": torch.tensor([[64, 64]] * n)}
+
+
+@pytest.mark.parametrize("mode", list(TRAINED))
+def test_modes_freeze_and_train_the_right_parts(mode):
+    net = SamNet(tiny_sam(), mode, lora=LoraConfig(rank=2, alpha=4.0))
+    for part in PARTS:
+        params = dict(getattr(net.model, part).named_parameters())
+        trained = {n for n, p in params.items() if p.requires_grad}
+        if part in TRAINED[mode]:
+            assert trained == set(params), part
+        elif mode == "lora" and part == "image_encoder":
+            assert trained and all("lora_" in n for n in trained)
+            assert {n for n in params if "lora_" in n} == trained
+        else:
+            assert not trained, part
+    net.train()
+    assert net.model.mask_decoder.training
+    assert net.model.image_encoder.training == (mode in ("encoder-decoder", "full"))
+    assert net.model.prompt_encoder.training == (mode == "full")
+    keys = [k for k in net.state_dict() if net.is_trained_key(k)]
+    assert all(k.startswith(tuple(f"model.{p}." for p in TRAINED[mode])) or "lora_" in k for k in keys)
+
+
+@pytest.mark.parametrize("mode", ["decoder", "encoder-decoder"])
+def test_gradients_reach_only_trained_parts(mode):
+    net = SamNet(tiny_sam(), mode).train()
+    low_res, iou = net(_batch())
+    assert low_res.shape == (3, 1, 64, 64) and iou.shape == (3, 1)
+    low_res.mean().backward()
+    encoder_grads = [p.grad for p in net.model.image_encoder.parameters()]
+    assert all(g is None for g in encoder_grads) == (mode == "decoder")
+    assert all(p.grad is None for p in net.model.prompt_encoder.parameters())
+    assert any(p.grad is not None for p in net.model.mask_decoder.parameters())
+
+
+def test_cached_embedding_path_equals_the_image_path():
+    net = SamNet(tiny_sam(), "decoder").eval()
+    batch = _batch()
+    with torch.no_grad():
+        from_images = net(batch)[0]
+        embedded = {**batch, "embedding": net.model.encode(batch["image"])}
+        del embedded["image"]
+        assert torch.allclose(net(embedded)[0], from_images, atol=1e-5)
+
+
+def test_automatic_ignores_the_box():
+    net = SamNet(tiny_sam(), "decoder", automatic=True).eval()
+    batch = _batch()
+    with torch.no_grad():
+        a = net(batch)[0]
+        b = net({**batch, "box": torch.tensor([[0.0, 0.0, 10.0, 10.0]] * 3)})[0]
+        boxed = SamNet(net.model, "decoder").eval()(batch)[0]
+    assert a.shape == (3, 1, 64, 64) and torch.equal(a, b) and not torch.allclose(a, boxed)
+
+
+def test_baseline_net():
+    net = BaselineNet(UNet(width=4, levels=3))
+    logits, iou = net(_batch(2))
+    assert logits.shape == (2, 1, 64, 64) and iou is None and net.is_trained_key("anything")
