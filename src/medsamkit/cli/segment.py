@@ -23,7 +23,8 @@ HELP = "segment an image, a folder of images or a 3D volume from box prompts"
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "segment", help=HELP, description=HELP + ". Boxes are pixels of the original image: "
-        "X0,Y0,X1,Y1 with x to the right and y down. One box gives a 0/255 mask, several a label map 1..N.",
+        "X0,Y0,X1,Y1 with x to the right and y down. One box gives a 0/255 mask, several a label map 1..N. "
+        "Without a box, a --checkpoint fine-tuned in automatic mode (medsamkit fit) segments each image's target.",
     )
     p.add_argument("input", metavar="IMAGE", help="2D image (PNG, JPEG, BMP, TIFF, NPY, NPZ, DICOM slice), a folder "
                    "of images, or a volume (NIfTI, MHA, NRRD, DICOM series folder: see '3D volumes')")
@@ -64,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     if args.boxes_file:
         prompts += read_boxes_file(args.boxes_file)
     if not prompts:
+        if _automatic_checkpoint(args):
+            return _run_automatic(args, source)
         raise InputError(None, "no box given: use --box X0,Y0,X1,Y1 or --boxes-file FILE")
 
     if source.is_dir():
@@ -83,9 +86,39 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _automatic_checkpoint(args: argparse.Namespace) -> bool:
+    """Whether --checkpoint was exported by an automatic-mode fine-tuning (its .json sidecar says so)."""
+    from ..training.export import is_automatic
+
+    return is_automatic(args.checkpoint)
+
+
+def _run_automatic(args: argparse.Namespace, source: Path) -> int:
+    """No box and an automatic-mode checkpoint: segment each image's single target with no prompt."""
+    from ..training.automatic import AutomaticSegmenter, automatic_prompts
+
+    if source.is_dir():
+        _check_folder_outputs(args, source)
+    predictor, _ = make_predictor(args)
+    segmenter = AutomaticSegmenter(predictor, args.modality, args.window)
+    if source.is_dir():
+        return _segment_folder(args, segmenter, source, automatic_prompts(source))
+    segmenter.segment_file(source, None, args.output, None, args.overlay)
+    print(f"wrote {args.output} (automatic mode: no prompt)")
+    if args.overlay:
+        print(f"wrote {args.overlay}")
+    return 0
+
+
 def _run_folder(args: argparse.Namespace, folder: Path, prompts: list[BoxPrompt]) -> int:
     if not args.boxes_file or any(p.image is None for p in prompts):
         raise InputError(args.boxes_file or folder, "folder input needs a --boxes-file that names the image of every box")
+    _check_folder_outputs(args, folder)
+    predictor, _ = make_predictor(args)
+    return _segment_folder(args, Segmenter2D(predictor, args.modality, args.window), folder, prompts)
+
+
+def _check_folder_outputs(args: argparse.Namespace, folder: Path) -> None:
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise InputError(out, "folder input needs an output folder, and this is a file")
@@ -95,8 +128,10 @@ def _run_folder(args: argparse.Namespace, folder: Path, prompts: list[BoxPrompt]
                                      "choose another folder")
     if args.overlay is not None and Path(args.overlay).resolve() == out.resolve():
         raise InputError(args.overlay, "is the mask folder: the overlays would replace the masks; choose another folder")
-    predictor, _ = make_predictor(args)
-    segmenter = Segmenter2D(predictor, args.modality, args.window)
+
+
+def _segment_folder(args: argparse.Namespace, segmenter: Segmenter2D, folder: Path, prompts: list[BoxPrompt]) -> int:
+    out = Path(args.output)
     summary = segment_folder(segmenter, folder, prompts, out, args.overlay, overwrite=args.overwrite)
     print(summary.line())
     for path, err in summary.failed.items():
