@@ -10,13 +10,16 @@ MR intensity scheme (0.5-99.5 percentiles of voxels > 0, volume-wide) is applied
 - **reference**: the LiteMedSAM script's strategy -- one object at a time, every slice encoded
   again for every object, later objects overwriting earlier ones -- with the same boxes, the same
   propagation rule and the same model (it is :func:`segment_volume` run once per object);
-- **ours, last wins**: ours with the reference's overlap rule (``overlap="last"``), on the cases
-  the reference runs: its label map should equal the reference's (the optimisation changes
-  nothing but the cost); the voxels that differ are counted.
+Each object's own masks (before overlaps between objects are resolved) are kept from both runs:
+they should be the same (the optimisation changes nothing but the cost), and the voxels that
+differ are counted. From our masks the label map is also built with the other overlap rules
+(``smallest``; ``last`` = the reference's rule), so the effect of the rule is seen apart from the
+strategy. (Keeping the masks costs both runs ``objects x volume`` bytes of memory.)
 
 Recorded per case: Dice per label (evaluation.metrics.dice) for both, the Dice between the two
 strategies' masks, wall time of the propagation (the intensity scheme, computed once, excluded
-from both), encoder calls, and the peak resident memory during each run (RSS sampled every 10 ms
+from both; also the process's CPU time, less sensitive to other jobs on a shared machine), encoder
+calls, and the peak resident memory during each run (RSS sampled every 10 ms
 in a thread; also the increase over the RSS at the run's start). Results go to a JSON file after
 each case; rerunning skips the cases already there (resume).
 
@@ -45,7 +48,8 @@ from medsamkit.data.layouts import read_dataset
 from medsamkit.evaluation.metrics import dice
 from medsamkit.inference.predictor import Predictor
 from medsamkit.inference.prompts3d import prompts_from_labels
-from medsamkit.inference.volume3d import VolumeOptions, segment_volume
+from medsamkit.inference.propagate import BoxPropagator, SliceResult
+from medsamkit.inference.volume3d import LabelAssembler, VolumeOptions, segment_volume
 from medsamkit.io.volume import read_volume
 from medsamkit.models.loader import load_model
 from medsamkit.preprocessing.geometry import geometry_for
@@ -79,29 +83,59 @@ class PeakRSS:
         self.peak = max(self.peak, self.process.memory_info().rss)
 
 
-def _run_ours(vol8, geometry, prompts, predictor, overlap: str = "logit") -> tuple[np.ndarray, dict]:
+class Recording:
+    """Wraps a propagator and keeps each object's own masks (before overlaps are resolved)."""
+
+    def __init__(self, inner: BoxPropagator) -> None:
+        self.inner, self.masks = inner, None
+
+    def init_state(self, slices, prompts):
+        self.masks = np.zeros((len(prompts), *slices.shape), bool)
+        return self.inner.init_state(slices, prompts)
+
+    def propagate(self, state):
+        for result in self.inner.propagate(state):
+            for obj, mask in zip(result.obj_ids, result.masks):
+                self.masks[obj, result.z] = mask
+            yield result
+
+
+def relabel(masks: np.ndarray, label_ids, rule: str) -> np.ndarray:
+    """Label map from per-object masks with a mask-only overlap rule ("smallest" or "last")."""
+    assembler = LabelAssembler(masks.shape[1:], label_ids, rule)
+    ids = tuple(range(len(masks)))
+    for z in range(masks.shape[1]):
+        assembler.add(SliceResult(z, ids, masks[:, z], masks[:, z].astype(np.float32), final=True))
+    return assembler.volume
+
+
+def _run_ours(vol8, geometry, prompts, predictor) -> tuple[np.ndarray, np.ndarray, dict]:
+    recording = Recording(BoxPropagator(predictor))
     with PeakRSS() as mem:
-        t = time.perf_counter()
-        result = segment_volume(vol8, geometry, prompts, predictor, VolumeOptions(overlap=overlap), scheme=Identity())
-        seconds = time.perf_counter() - t
-    return result.labels, {"seconds": seconds, "encoder_calls": result.encoder_calls,
-                           "decoder_calls": result.decoder_calls, "spilled": result.spilled,
-                           "peak_rss_mb": mem.peak / 2**20, "rss_increase_mb": (mem.peak - mem.start) / 2**20}
+        t, cpu = time.perf_counter(), time.process_time()
+        result = segment_volume(vol8, geometry, prompts, predictor, VolumeOptions(), scheme=Identity(),
+                                propagator=recording)
+        seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+    return result.labels, recording.masks, {
+        "seconds": seconds, "cpu_seconds": cpu, "encoder_calls": result.encoder_calls,
+        "decoder_calls": result.decoder_calls, "spilled": result.spilled,
+        "peak_rss_mb": mem.peak / 2**20, "rss_increase_mb": (mem.peak - mem.start) / 2**20}
 
 
-def _run_reference(vol8, geometry, prompts, predictor) -> tuple[np.ndarray, dict]:
-    labels = np.zeros(vol8.shape, np.uint8)
+def _run_reference(vol8, geometry, prompts, predictor) -> tuple[np.ndarray, np.ndarray, dict]:
+    masks = np.zeros((len(prompts), *vol8.shape), bool)
     encoder = decoder = 0
     with PeakRSS() as mem:
-        t = time.perf_counter()
-        for prompt in prompts:  # one object at a time, its slices encoded again
+        t, cpu = time.perf_counter(), time.process_time()
+        for i, prompt in enumerate(prompts):  # one object at a time, its slices encoded again
             result = segment_volume(vol8, geometry, [prompt], predictor, VolumeOptions(), scheme=Identity())
-            labels[result.labels > 0] = prompt.label  # later objects overwrite, as the script does
+            masks[i] = result.labels > 0
             encoder += result.encoder_calls
             decoder += result.decoder_calls
-        seconds = time.perf_counter() - t
-    return labels, {"seconds": seconds, "encoder_calls": encoder, "decoder_calls": decoder,
-                    "peak_rss_mb": mem.peak / 2**20, "rss_increase_mb": (mem.peak - mem.start) / 2**20}
+        seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+    labels = relabel(masks, [p.label for p in prompts], "last")  # later objects overwrite, as the script
+    return labels, masks, {"seconds": seconds, "cpu_seconds": cpu, "encoder_calls": encoder, "decoder_calls": decoder,
+                           "peak_rss_mb": mem.peak / 2**20, "rss_increase_mb": (mem.peak - mem.start) / 2**20}
 
 
 def _dice_per_label(pred: np.ndarray, ref: np.ndarray, labels) -> dict[str, float]:
@@ -124,6 +158,7 @@ def run(args: argparse.Namespace) -> None:
                           "python": platform.python_version()}
     loaded = load_model(args.model, device="cpu", allow_download=False)
     predictor = Predictor(loaded.model, geometry_for(loaded.spec.preprocessing))
+    predictor.embed(np.zeros((256, 256, 3), np.uint8))  # warm-up: the first encoder call is slower
     print(f"model {loaded.spec.name} ({loaded.weights_path}) on cpu, {torch.get_num_threads()} threads", flush=True)
     for name in args.datasets:
         dataset = read_dataset(VOLUMES / name)
@@ -145,22 +180,24 @@ def run(args: argparse.Namespace) -> None:
                      "spacing": list(geometry.spacing), "labels": ids, "scheme_seconds": time.perf_counter() - t,
                      "prompts": [{"label": p.label, "box": list(p.box), "key_slice": p.key_slice,
                                   "z_range": list(p.z_range)} for p in prompts]}
-            ours, stats = _run_ours(vol8, geometry, prompts, predictor)
+            ours, ours_masks, stats = _run_ours(vol8, geometry, prompts, predictor)
             entry["ours"] = {**stats, "dice": _dice_per_label(ours, truth, ids)}
+            for rule in ("smallest", "last"):  # the other overlap rules on the same masks
+                entry[f"ours_{rule}"] = {"dice": _dice_per_label(relabel(ours_masks, ids, rule), truth, ids)}
             print(f"{key}: ours {stats['seconds']:.1f} s, {stats['encoder_calls']} encoder calls, "
                   f"dice {entry['ours']['dice']}", flush=True)
             if want_ref:
-                ref, stats = _run_reference(vol8, geometry, prompts, predictor)
-                # ours with the reference's overlap rule (later objects win): same masks expected
-                ours_last, last_stats = _run_ours(vol8, geometry, prompts, predictor, overlap="last")
-                entry["ours_last"] = {**last_stats, "dice": _dice_per_label(ours_last, truth, ids),
-                                      "voxels_differing_from_reference": int((ours_last != ref).sum())}
-                entry["reference"] = {**stats, "dice": _dice_per_label(ref, truth, ids),
-                                      "agreement_with_ours": _dice_per_label(ours, ref, ids),
-                                      "agreement_with_ours_last": _dice_per_label(ours_last, ref, ids)}
+                ref, ref_masks, stats = _run_reference(vol8, geometry, prompts, predictor)
+                entry["reference"] = {
+                    **stats, "dice": _dice_per_label(ref, truth, ids),
+                    # each object's own masks, ours (shared embeddings, batched decoding) vs the reference's
+                    "object_mask_dice": {str(lab): dice(a, b) for lab, a, b in zip(ids, ours_masks, ref_masks)},
+                    "object_voxels_differing": int((ours_masks != ref_masks).sum())}
                 entry["time_ratio"] = stats["seconds"] / entry["ours"]["seconds"]
+                entry["cpu_time_ratio"] = stats["cpu_seconds"] / entry["ours"]["cpu_seconds"]
                 print(f"{key}: reference {stats['seconds']:.1f} s, {stats['encoder_calls']} encoder calls, "
-                      f"ratio {entry['time_ratio']:.2f}, dice {entry['reference']['dice']}", flush=True)
+                      f"ratio {entry['time_ratio']:.2f}, object masks differ in "
+                      f"{entry['reference']['object_voxels_differing']} voxels", flush=True)
             results["cases"][key] = entry
             _save(results, args.out)
 
@@ -178,23 +215,27 @@ def table(out: Path) -> str:
         by_dataset[c["dataset"]].append(c)
         for lab in c["ours"]["dice"]:
             by_label[(c["dataset"], lab)].append(c)
-    lines = ["| dataset | label | cases | Dice ours (highest logit) | cases with reference | Dice ours, last wins | "
-             "Dice reference | ours-last vs reference (Dice) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | label | cases | Dice ours: highest logit (default) | smallest wins | last wins | "
+             "cases with reference | Dice reference (last wins) | object masks ours vs reference (Dice) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for (ds, lab), cs in sorted(by_label.items()):
         refs = [c for c in cs if "reference" in c]
-        lines.append(f"| {ds} | {lab} | {len(cs)} | {_mean(c['ours']['dice'][lab] for c in cs):.3f} | {len(refs)} | "
-                     f"{_mean(c['ours_last']['dice'][lab] for c in refs):.3f} | "
+        lines.append(f"| {ds} | {lab} | {len(cs)} | {_mean(c['ours']['dice'][lab] for c in cs):.3f} | "
+                     f"{_mean(c['ours_smallest']['dice'][lab] for c in cs):.3f} | "
+                     f"{_mean(c['ours_last']['dice'][lab] for c in cs):.3f} | {len(refs)} | "
                      f"{_mean(c['reference']['dice'][lab] for c in refs):.3f} | "
-                     f"{_mean(c['reference']['agreement_with_ours_last'][lab] for c in refs):.4f} |")
-    lines += ["", "| dataset | cases (with reference) | s/volume ours | s/volume reference | time ratio ref/ours | "
-              "encoder calls ours / reference | peak RSS ours / reference (MB) | RSS increase ours / reference (MB) |",
+                     f"{_mean(c['reference']['object_mask_dice'][lab] for c in refs):.4f} |")
+    lines += ["", "| dataset | cases (with reference) | s/volume ours (CPU s) | s/volume reference (CPU s) | "
+              "time ratio ref/ours, wall (CPU) | encoder calls ours / reference | peak RSS ours / reference (MB) | "
+              "RSS increase ours / reference (MB) |",
               "|---|---|---|---|---|---|---|---|"]
     for ds, cs in sorted(by_dataset.items()):
         refs = [c for c in cs if "reference" in c]
         lines.append(
-            f"| {ds} | {len(cs)} ({len(refs)}) | {_mean(c['ours']['seconds'] for c in cs):.1f} | "
-            f"{_mean(c['reference']['seconds'] for c in refs):.1f} | {_mean(c['time_ratio'] for c in refs):.2f} | "
+            f"| {ds} | {len(cs)} ({len(refs)}) | {_mean(c['ours']['seconds'] for c in cs):.1f} "
+            f"({_mean(c['ours']['cpu_seconds'] for c in cs):.1f}) | {_mean(c['reference']['seconds'] for c in refs):.1f} "
+            f"({_mean(c['reference']['cpu_seconds'] for c in refs):.1f}) | {_mean(c['time_ratio'] for c in refs):.2f} "
+            f"({_mean(c['cpu_time_ratio'] for c in refs):.2f}) | "
             f"{_mean(c['ours']['encoder_calls'] for c in refs):.0f} / {_mean(c['reference']['encoder_calls'] for c in refs):.0f} | "
             f"{max(c['ours']['peak_rss_mb'] for c in cs):.0f} / {max((c['reference']['peak_rss_mb'] for c in refs), default=float('nan')):.0f} | "
             f"{max(c['ours']['rss_increase_mb'] for c in cs):.0f} / {max((c['reference']['rss_increase_mb'] for c in refs), default=float('nan')):.0f} |")

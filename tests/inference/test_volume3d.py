@@ -108,6 +108,24 @@ def test_overlap_last_lets_the_later_object_win():
         VolumeOptions(overlap="first")
 
 
+def test_overlap_smallest_keeps_the_inner_object():
+    outer = np.zeros((1, 6, 6), bool)
+    outer[0, 0:6, 0:6] = True  # a filled blob, as a ring-shaped structure's box often gives
+    inner = np.zeros((1, 6, 6), bool)
+    inner[0, 2:4, 2:4] = True
+    logits = np.where(np.concatenate([outer, inner]), 5.0, -5.0).astype(np.float32)
+    logits[0, 2:4, 2:4] = 9.0  # the outer object is more confident even inside the inner one
+    for rule, inside in (("logit", 1), ("smallest", 2)):
+        assembler = LabelAssembler((1, 6, 6), [1, 2], overlap=rule)
+        assembler.add(SliceResult(0, (0, 1), logits > 0, logits, final=True))
+        assert (assembler.volume[0, 2:4, 2:4] == inside).all() and (assembler.volume[0][~inner[0]] == 1).all()
+    # across two visits of a slice: the second object is smaller, so it wins where both claim
+    assembler = LabelAssembler((1, 6, 6), [1, 2], overlap="smallest")
+    assembler.add(SliceResult(0, (0,), outer, logits[:1], final=False))
+    assembler.add(SliceResult(0, (1,), inner, logits[1:], final=True))
+    assert (assembler.volume[0, 2:4, 2:4] == 2).all() and (assembler.volume[0][~inner[0]] == 1).all()
+
+
 def test_cleanup():
     labels = np.zeros((6, 10, 10), np.uint8)
     labels[1:5, 2:8, 2:8] = 1

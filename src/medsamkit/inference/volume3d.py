@@ -57,7 +57,7 @@ class Cleanup:
 
 
 #: How a voxel claimed by several objects is labelled (:class:`LabelAssembler`).
-OVERLAP_RULES = ("logit", "last")
+OVERLAP_RULES = ("logit", "smallest", "last")
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,9 @@ class VolumeOptions:
         modality, window: intensity scheme (see :func:`~medsamkit.preprocessing.intensity.select_scheme`).
         propagation: box growth and stopping rule.
         cleanup: 3D post-processing of each object.
-        overlap: who gets a voxel several objects claim: ``"logit"`` (the highest logit) or
-            ``"last"`` (the object given last, as LiteMedSAM's script); see :class:`LabelAssembler`.
+        overlap: who gets a voxel several objects claim: ``"logit"`` (the highest logit),
+            ``"smallest"`` (the object with the smaller mask on that slice) or ``"last"`` (the
+            object given last, as LiteMedSAM's script); see :class:`LabelAssembler`.
         progress: show a progress bar over slices.
     """
 
@@ -116,10 +117,11 @@ class LabelAssembler:
     """Writes :class:`SliceResult` masks into a label volume.
 
     A voxel claimed by several objects goes, with ``overlap="logit"``, to the object with the
-    highest logit there (as the 2D label maps do); with ``"last"``, to the object given last (the
-    LiteMedSAM script writes objects one after the other, so later ones overwrite earlier ones).
-    This holds across the two visits a slice can get: the scores of a slice that will be visited
-    again are kept until then.
+    highest logit there (as the 2D label maps do); with ``"smallest"``, to the object whose mask
+    on that slice is smallest (nested structures: the inner one keeps its voxels); with
+    ``"last"``, to the object given last (the LiteMedSAM script writes objects one after the
+    other, so later ones overwrite earlier ones). This holds across the two visits a slice can
+    get: the scores of a slice that will be visited again are kept until then.
     """
 
     def __init__(self, shape: Sequence[int], label_ids: Sequence[int], overlap: str = "logit") -> None:
@@ -136,6 +138,8 @@ class LabelAssembler:
         """(N, H, W) score of each object where its mask is, -inf elsewhere."""
         if self.overlap == "logit":
             values = result.logits
+        elif self.overlap == "smallest":
+            values = -result.masks.sum(axis=(1, 2), dtype=np.float32)[:, None, None]
         else:
             values = np.asarray(result.obj_ids, np.float32)[:, None, None]
         return np.where(result.masks, values, np.float32(-np.inf))
