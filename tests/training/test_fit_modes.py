@@ -33,9 +33,12 @@ def _fit(tmp_path, data, net_for_eval, model, *overrides):
 @pytest.mark.parametrize("mode", ["encoder-decoder", "full", "lora"])
 def test_encoder_modes(tmp_path, data, mode):
     torch.manual_seed(0)
-    model = tiny_sam()
+    model = tiny_sam().eval()  # as load_model returns it: fit must switch the trained parts to train mode
+    decoder_modes: list[bool] = []
+    model.mask_decoder.register_forward_hook(lambda m, args, out: decoder_modes.append(m.training))
     before, result = _fit(tmp_path, data, Boxed(model), model, "--model.mode", mode, "--model.lora.rank", "4")
     trained = Boxed(model)  # LoRA adapters still in place: the model as it was trained
+    assert True in decoder_modes and False in decoder_modes  # train steps in train mode, validation in eval
     assert eval_loss(trained, data.train) < before
 
     keys = set(torch.load(result.last_checkpoint, map_location="cpu", weights_only=False)["state_dict"])

@@ -58,6 +58,11 @@ class SegmentationModule(L.LightningModule):
         self._dice_count = torch.zeros(())
 
     # --- steps ------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        # Lightning leaves modules in the mode they come in (a loaded model is in eval mode);
+        # the net puts the trained parts in train mode and keeps the frozen ones in eval
+        self.net.train()
+
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits at the mask size (B, 1, S, S) and the IoU predictions (or None)."""
         logits, iou = self.net(batch)
