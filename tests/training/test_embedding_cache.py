@@ -154,3 +154,14 @@ def test_preprocess_cache_is_indexed_from_its_manifest(tmp_path, monkeypatch):
     index = index_source(train)
     assert len(index.rows) == len(train) == 2 and len(set(index.rows)) == 2
     assert index_source(cache.subset("val")).fingerprint != index.fingerprint
+
+
+def test_onnx_backend_gives_the_same_embeddings(tmp_path, encoder, samples, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("MEDSAMKIT_CACHE", str(tmp_path / "zoo"))
+    torch_cache = embedding_cache(samples[:2], encoder, TinyGeometry(), _spec(tmp_path, dtype="float32"))
+    encoder.images = 0
+    onnx_cache = embedding_cache(samples[:2], encoder, TinyGeometry(), _spec(tmp_path, dtype="float32", backend="onnx"))
+    assert onnx_cache.folder != torch_cache.folder  # the backend is part of the key
+    assert encoder.images == 1  # only the export's trace ran the torch encoder
+    assert torch.allclose(onnx_cache.get(1), torch_cache.get(1), atol=1e-4)

@@ -106,3 +106,16 @@ def test_same_seed_same_weights(tmp_path, data):
         states.append(read_checkpoint(tmp_path / name / "model.pth"))
     assert states[0].keys() == states[1].keys()
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_bf16_autocast_and_gradient_accumulation(tmp_path, data):
+    torch.manual_seed(0)
+    result = fit(quick_config(tmp_path, "--trainer.max_epochs", "1", "--trainer.precision", "bf16-mixed",
+                              "--data.batch_size", "2", "--trainer.accumulate_grad_batches", "2"),
+                 data, model=tiny_sam(), geometry=TinyGeometry())
+    ckpt = torch.load(result.last_checkpoint, map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 2  # 4 batches of 2, one optimiser step per 2 batches
+    rows = list(csv.DictReader(open(next((tmp_path / "csv").glob("version_*/metrics.csv")))))
+    assert all(torch.isfinite(torch.tensor(float(r["train_loss_epoch"]))) for r in rows if r.get("train_loss_epoch"))
+    state = read_checkpoint(result.export_path)
+    assert all(v.dtype in (torch.float32, torch.int64) for v in state.values())  # weights stay float32

@@ -138,12 +138,13 @@ class EmbeddingCacheSpec:
     variants: tuple[str, ...] = ()  # extra flips: "hflip", "vflip"
     batch_size: int = 8
     progress: bool = True
+    backend: str = "torch"  # "onnx": ONNX Runtime on the CPU (about 3x faster, same numbers to ~3e-6)
 
 
 def cache_key(encoder_hash: str, geometry: ModelGeometry, index: SourceIndex, spec: EmbeddingCacheSpec) -> str:
     return _digest({"version": FORMAT_VERSION, "encoder": encoder_hash, "family": geometry.family,
                     "input_size": geometry.input_size, "samples": index.fingerprint, "dtype": spec.dtype,
-                    "variants": ["none", *spec.variants]})[:24]
+                    "variants": ["none", *spec.variants], "backend": spec.backend})[:24]
 
 
 def _first_samples(source: SampleSource, index: SourceIndex) -> list[int]:
@@ -167,6 +168,7 @@ def _open_partial(folder: Path, n_variants: int, n_images: int) -> tuple[np.ndar
 @torch.inference_mode()
 def _fill(source: SampleSource, encoder: nn.Module, geometry: ModelGeometry, index: SourceIndex,
           spec: EmbeddingCacheSpec, folder: Path, device: torch.device) -> None:
+    runner = _onnx_runner(encoder, geometry, device) if spec.backend == "onnx" else None
     variants = ("none", *spec.variants)
     folder.mkdir(parents=True, exist_ok=True)
     array, filled = _open_partial(folder, len(variants), len(index.image_keys))
@@ -185,7 +187,10 @@ def _fill(source: SampleSource, encoder: nn.Module, geometry: ModelGeometry, ind
                     sample = flip_sample(sample, variants[v])
                 h, w = sample.valid_size
                 tensors.append(geometry.normalise(sample.image[:h, :w]))
-            out = encoder(torch.cat(tensors).to(device)).float().cpu().numpy()
+            if runner is None:
+                out = encoder(torch.cat(tensors).to(device)).float().cpu().numpy()
+            else:  # the ONNX session takes one image at a time
+                out = torch.cat([runner(t) for t in tensors]).float().cpu().numpy()
             if array is None:  # the embedding shape is known once the encoder has run
                 shape = (len(variants), len(index.image_keys), *out.shape[1:])
                 array = np.lib.format.open_memmap(folder / "embeddings.npy", mode="w+", dtype=np.dtype(spec.dtype),
@@ -200,6 +205,15 @@ def _fill(source: SampleSource, encoder: nn.Module, geometry: ModelGeometry, ind
     finally:
         bar.close()
         encoder.train(was_training)
+
+
+def _onnx_runner(encoder: nn.Module, geometry: ModelGeometry, device: torch.device):
+    from ..inference.onnx_encoder import OnnxEncoder
+    from ..models.zoo import cache_dir
+
+    if device.type != "cpu":
+        raise MedsamkitError(f"data.embedding_backend onnx runs on the CPU, not {device}; use torch on a GPU")
+    return OnnxEncoder(encoder, geometry.input_size, cache_dir() / "onnx", type(encoder).__name__.lower())
 
 
 def embedding_cache(source: SampleSource, encoder: nn.Module, geometry: ModelGeometry, spec: EmbeddingCacheSpec,

@@ -160,7 +160,7 @@ def build_datamodule(config: FitConfig, net: nn.Module, geometry: ModelGeometry,
     cached = isinstance(net, SamNet) and net.mode == "decoder" and d.embeddings
     if cached:
         spec = EmbeddingCacheSpec(embedding_root, d.embedding_dtype, variant_names(d.embedding_flips),
-                                  progress=config.output.progress_bar)
+                                  progress=config.output.progress_bar, backend=d.embedding_backend)
         return SampleDataModule(sources, geometry, loader, encoder=net.model.image_encoder, cache_spec=spec)
     a = d.augment
     return SampleDataModule(sources, geometry, loader,
