@@ -1,21 +1,17 @@
-"""Short real runs of the encoder-training modes and the baselines: the loss goes down, the
-checkpoints hold only what trains (LoRA: adapters and decoder), and the export reloads strictly
-in the official layout and predicts what the trained model predicts (LoRA merged)."""
+"""Short real runs of the encoder-training modes: the loss goes down, the checkpoints hold only
+what trains (LoRA: adapters and decoder), and the export reloads strictly in the official layout
+and predicts what the trained model predicts (LoRA merged)."""
 
 from __future__ import annotations
-
-import csv
 
 import pytest
 import torch
 from training_fixtures import Boxed, TinyGeometry, batch_of, eval_loss, make_samples, quick_config, tiny_sam
 
-from medsamkit.models.baselines import build_baseline
 from medsamkit.models.checkpoint import load_state_dict_strict, read_checkpoint
 from medsamkit.training.datamodule import DataSources
-from medsamkit.training.export import load_baseline, read_export_metadata
+from medsamkit.training.export import read_export_metadata
 from medsamkit.training.fit import fit
-from medsamkit.training.nets import BaselineNet
 
 
 @pytest.fixture(scope="module")
@@ -60,22 +56,3 @@ def test_encoder_modes(tmp_path, data, mode):
         got = Boxed(fresh).eval()(batch)[0]
     assert torch.allclose(got, expected, atol=1e-4)
     assert read_export_metadata(result.export_path)["mode"] == mode
-
-
-@pytest.mark.parametrize("name", ["unet", "prompted-resnet"])
-def test_baselines_train_and_export(tmp_path, data, name):
-    torch.manual_seed(0)
-    network = build_baseline(name, width=4)
-    no_augment = ["--data.augment.hflip", "0", "--data.augment.rotate_deg", "0", "--data.augment.scale", "0",
-                  "--data.augment.intensity", "0", "--data.box_jitter", "0"]
-    result = fit(quick_config(tmp_path, "--model.name", name, "--model.width", "4", "--optim.lr", "1e-2",
-                              "--trainer.max_epochs", "5", *no_augment), data, model=network, geometry=TinyGeometry())
-    # BatchNorm: eval-mode outputs lag behind after 5 steps, so read the logged training loss
-    rows = list(csv.DictReader(open(next((tmp_path / "csv").glob("version_*/metrics.csv")))))
-    losses = [float(r["train_loss_step"]) for r in rows if r.get("train_loss_step")]
-    assert len(losses) == 5 and losses[-1] < losses[0]
-    loaded, meta = load_baseline(result.export_path)
-    assert meta["model"] == name and meta["width"] == 4 and meta["automatic"] == (name == "unet")
-    batch = batch_of(data.val)
-    with torch.no_grad():
-        assert torch.allclose(BaselineNet(loaded)(batch)[0], BaselineNet(network.eval())(batch)[0], atol=1e-5)
