@@ -39,7 +39,7 @@ KVASIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "kvasir-seg"
 def _images(n: int, seed: int = 0):
     boxes_file = KVASIR / "gt_boxes.json"
     if boxes_file.exists():
-        boxes = json.loads(boxes_file.read_text())
+        boxes = json.loads(boxes_file.read_text(encoding="utf-8"))
         for name in sorted(boxes)[:n]:
             img = read_image_2d(KVASIR / "images" / f"{name}.jpg")
             scheme, _ = select_scheme(img.kind)
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(result, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
     return 0
 
 

@@ -145,14 +145,14 @@ def _dice_per_label(pred: np.ndarray, ref: np.ndarray, labels) -> dict[str, floa
 def _save(results: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1, allow_nan=True))
+    tmp.write_text(json.dumps(results, indent=1, allow_nan=True), encoding="utf-8")
     os.replace(tmp, out)
 
 
 def run(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = json.loads(args.out.read_text()) if args.out.exists() else {"cases": {}}
+    results = json.loads(args.out.read_text(encoding="utf-8")) if args.out.exists() else {"cases": {}}
     results["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                           "threads": torch.get_num_threads(), "torch": torch.__version__,
                           "python": platform.python_version()}
@@ -208,7 +208,7 @@ def _mean(values) -> float:
 
 
 def table(out: Path) -> str:
-    cases = json.loads(out.read_text())["cases"].values()
+    cases = json.loads(out.read_text(encoding="utf-8"))["cases"].values()
     by_label: dict[tuple[str, str], list[dict]] = defaultdict(list)
     by_dataset: dict[str, list[dict]] = defaultdict(list)
     for c in cases:

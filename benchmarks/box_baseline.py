@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if not boxes_file.is_file():
         print(f"{boxes_file} not found", file=sys.stderr)
         return 2
-    boxes = json.loads(boxes_file.read_text())
+    boxes = json.loads(boxes_file.read_text(encoding="utf-8"))
     for name, box in sorted(boxes.items()):
         with Image.open(args.data / "images" / f"{name}.jpg") as im:  # header only
             w, h = im.size

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data.is_dir():
         print(f"kvasir-seg not found at {args.data}", file=sys.stderr)
         return 2
-    names = sorted(json.loads((args.data / "gt_boxes.json").read_text()))
+    names = sorted(json.loads((args.data / "gt_boxes.json").read_text(encoding="utf-8")))
     vs_gt, vs_ref, missing = [], [], []
     for name in names:
         pred_path = args.masks / f"{name}.png"
@@ -58,11 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     for key, value in result.items():
         print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
-    reference = (args.data / "ref-litemedsam" / "RESULT.txt").read_text().splitlines()
+    reference = (args.data / "ref-litemedsam" / "RESULT.txt").read_text(encoding="utf-8").splitlines()
     print("official pipeline (ref-litemedsam/RESULT.txt):",
           next((line.strip() for line in reference if "dice_mean" in line), "no dice_mean line"))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
     return 0 if not missing else 1
 
 

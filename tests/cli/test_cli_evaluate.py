@@ -3,6 +3,9 @@
 import csv
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -37,7 +40,7 @@ def make_2d(root: Path, n: int = 5) -> tuple[Path, Path, Path]:
 
 
 def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
 
 
@@ -59,13 +62,13 @@ def test_2d_report_matches_direct_metrics(tmp_path, capsys):
         assert float(rows[f"img{i}"]["hd95"]) == pytest.approx(want.hd95)
     assert rows["img0"]["dsc"] == "0.0" and rows["img0"]["status"] == "ok"  # empty prediction
     assert rows["img4"]["status"] == "missing" and rows["img4"]["hd95"] == "inf"
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["n_failed"] == 1 and summary["missing_predictions"] == ["img4"]
     assert summary["images_dir"] == str(images.resolve())
     dsc = [float(rows[c]["dsc"]) for c in sorted(rows)]
     assert summary["overall"]["dsc"]["mean"] == pytest.approx(np.mean(dsc))
     assert summary["overall"]["dsc"]["median"] == pytest.approx(np.median(dsc))
-    assert f"{np.mean(dsc):.4f}" in (out / "summary.md").read_text()
+    assert f"{np.mean(dsc):.4f}" in (out / "summary.md").read_text(encoding="utf-8")
 
 
 def test_cases_from_a_split_file_and_labels(tmp_path):
@@ -77,7 +80,7 @@ def test_cases_from_a_split_file_and_labels(tmp_path):
     rows = read_csv(out / "per_case.csv")
     assert sorted({r["case"] for r in rows}) == ["img2", "img3"]
     assert [r["dsc"] for r in rows if r["label"] == "2"] == ["nan", "nan"]  # label 2 nowhere
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["per_label"]["2"]["dsc"]["n_nan"] == 2 and summary["n_failed"] == 0
 
 
@@ -136,3 +139,17 @@ def test_bad_options(tmp_path, capsys, extra, expect):
 def test_missing_folder(tmp_path, capsys):
     assert main(["evaluate", "--pred", str(tmp_path / "none"), "--gt", str(tmp_path), "-o", str(tmp_path / "r")]) == 2
     assert "prediction folder not found" in one_line_error(capsys)
+
+
+def test_ascii_terminal_gets_the_table_not_a_crash(tmp_path):
+    """Under an ASCII locale (PYTHONUTF8=0, LC_ALL=C) the table's '±' is escaped on stdout, the
+    report files stay UTF-8, and the command succeeds."""
+    pred, gt, _ = make_2d(tmp_path)
+    out = tmp_path / "report"
+    env = {**os.environ, "PYTHONUTF8": "0", "LC_ALL": "C", "PYTHONIOENCODING": ""}
+    code = "import sys; from medsamkit.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run([sys.executable, "-c", code, "evaluate", "--pred", str(pred), "--gt", str(gt),
+                           "-o", str(out)], capture_output=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode("ascii", "replace")
+    assert b"\\xb1" in proc.stdout  # '±' escaped for the ASCII terminal
+    assert "±" in (out / "summary.md").read_text(encoding="utf-8")

@@ -41,9 +41,9 @@ def cache(tmp_path_factory) -> Path:
 
 def test_print_config_layers_files_and_overrides(tmp_path, capsys):
     base = tmp_path / "base.yaml"
-    base.write_text("model: {name: unet, width: 16}\ntrainer: {max_epochs: 9}\n")
+    base.write_text("model: {name: unet, width: 16}\ntrainer: {max_epochs: 9}\n", encoding="utf-8")
     more = tmp_path / "more.yaml"
-    more.write_text("trainer: {max_epochs: 4, seed: 3}\n")
+    more.write_text("trainer: {max_epochs: 4, seed: 3}\n", encoding="utf-8")
     code = main(["fit", "--config", str(base), "--config", str(more), "--trainer.max_epochs", "2",
                  "--optim.lr=5e-4", "--print-config"])
     config = yaml.safe_load(capsys.readouterr().out)
@@ -57,7 +57,7 @@ def test_unknown_key_is_a_one_line_error(tmp_path, capsys):
     line = _error_line(capsys, main(["fit", "--trainer.max_epoch", "3"]))
     assert "--trainer.max_epoch: unknown key 'trainer.max_epoch' (did you mean trainer.max_epochs?)" in line
     bad = tmp_path / "bad.yaml"
-    bad.write_text("data:\n  cahce: x\n")
+    bad.write_text("data:\n  cahce: x\n", encoding="utf-8")
     assert f"{bad}: unknown key 'data.cahce'" in _error_line(capsys, main(["fit", "--config", str(bad)]))
     assert "--model.mode needs a value" in _error_line(capsys, main(["fit", "--model.mode"]))
 
@@ -83,7 +83,7 @@ def test_fit_a_baseline_on_a_preprocess_cache(tmp_path, cache, capsys):
     summary = next(line for line in lines if line.startswith("trained "))
     assert summary.startswith("trained 1 epoch(s) in ") and "best val Dice 0." in summary
     assert lines[-1] == f"exported {out / 'model.pth'} (use it with --checkpoint)"
-    meta = json.loads((out / "model.pth.json").read_text())
+    meta = json.loads((out / "model.pth.json").read_text(encoding="utf-8"))
     assert meta["model"] == "unet" and meta["data"] == str(cache) and meta["input_size"] == 256
     assert (out / "checkpoints" / "last.ckpt").is_file()
     assert list((out / "csv").glob("version_0/metrics.csv"))

@@ -73,14 +73,14 @@ def test_failed_case_is_listed_and_exit_code_1(tmp_path: Path, capsys) -> None:
 def test_export_medsam_npy_from_the_cli(tmp_path: Path, capsys) -> None:
     source = synth.nnunet(tmp_path / "data", n=1)
     split = tmp_path / "split.json"
-    split.write_text(json.dumps({"train": ["case0"], "val": []}))
+    split.write_text(json.dumps({"train": ["case0"], "val": []}), encoding="utf-8")
     code = main(["-q", "preprocess", str(source), "-o", str(tmp_path / "cache"), "--split-file", str(split),
                  "--export-medsam-npy", str(tmp_path / "npy"), "--workers", "1", "--all-slices"])
     assert code == 0
     out = capsys.readouterr().out
     assert f"MedSAM npy files in {tmp_path / 'npy'}" in out and "8 slices stored" in out
     assert len(list((tmp_path / "npy/gts").glob("case0-*.npy"))) == 6  # labelled slices only
-    assert json.loads((tmp_path / "cache/splits.json").read_text()) == {"train": ["case0"], "val": []}
+    assert json.loads((tmp_path / "cache/splits.json").read_text(encoding="utf-8")) == {"train": ["case0"], "val": []}
 
 
 BAD = [
@@ -118,11 +118,11 @@ def test_bad_input_is_one_line(prepared, capsys, argv, fragments) -> None:
     root, source = prepared
     capsys.readouterr()
     fill = {"t": str(root), "d": str(source)}
-    before = (root / "done/manifest.json").read_text()
+    before = (root / "done/manifest.json").read_text(encoding="utf-8")
     try:
         code = main(["-q", *[a.format(**fill) for a in argv]])
     except SystemExit as exc:  # usage errors exit from argparse, also on one line
         code = exc.code
     _one_line_error(capsys, code, *[f.format(**fill) for f in fragments])
-    assert (root / "done/manifest.json").read_text() == before  # the cache is untouched
+    assert (root / "done/manifest.json").read_text(encoding="utf-8") == before  # the cache is untouched
     assert not (root / "c").exists()  # nothing written for a refused run

@@ -167,7 +167,7 @@ def test_boxes_file_json(scene, tmp_path, capsys):
         {"image": "scene.png", "box": box_of(ELLIPSE_A), "label": 3},
         {"image": "other.png", "box": [0, 0, 10, 10], "label": 4},  # another image's box: ignored
         {"image": "scene", "box": box_of(ELLIPSE_B)},
-    ]))
+    ]), encoding="utf-8")
     out = tmp_path / "m.png"
     code, stdout, err = run_cli(capsys, "segment", image, "--boxes-file", boxes, "-o", out)
     assert code == 0, err
@@ -180,7 +180,7 @@ def test_boxes_file_json(scene, tmp_path, capsys):
 def test_boxes_file_csv_plus_box(scene, tmp_path, capsys):
     image, mask_a, mask_b = scene
     boxes = tmp_path / "boxes.csv"
-    boxes.write_text("x0,y0,x1,y1\n" + ",".join(map(str, box_of(ELLIPSE_B))) + "\n")
+    boxes.write_text("x0,y0,x1,y1\n" + ",".join(map(str, box_of(ELLIPSE_B))) + "\n", encoding="utf-8")
     out = tmp_path / "m.png"
     code, _, err = run_cli(capsys, "segment", image, "--box", box_arg(ELLIPSE_A), "--boxes-file", boxes, "-o", out)
     assert code == 0, err
@@ -192,7 +192,7 @@ def test_boxes_file_csv_plus_box(scene, tmp_path, capsys):
 def test_boxes_file_for_other_images_only(scene, tmp_path, capsys):
     image, _, _ = scene
     boxes = tmp_path / "boxes.csv"
-    boxes.write_text("image,x0,y0,x1,y1\nother.png,1,2,30,40\n")
+    boxes.write_text("image,x0,y0,x1,y1\nother.png,1,2,30,40\n", encoding="utf-8")
     out = tmp_path / "m.png"
     code, _, err = run_cli(capsys, "segment", image, "--boxes-file", boxes, "-o", out)
     assert code == 2
@@ -213,7 +213,7 @@ def test_folder_mode_with_csv(scene, tmp_path, capsys):
     (folder / "p3_nobox.png").write_bytes(image.read_bytes())
     boxes = tmp_path / "boxes.csv"
     a, b = box_arg(ELLIPSE_A), box_arg(ELLIPSE_B)
-    boxes.write_text(f"image,x0,y0,x1,y1,label\np0_corrupt.png,{a},\np1.png,{a},\np2,{a},4\np2.png,{b},6\n")
+    boxes.write_text(f"image,x0,y0,x1,y1,label\np0_corrupt.png,{a},\np1.png,{a},\np2,{a},4\np2.png,{b},6\n", encoding="utf-8")
     masks, overlays = tmp_path / "masks", tmp_path / "overlays"
 
     code, stdout, err = run_cli(capsys, "segment", folder, "--boxes-file", boxes, "-o", masks, "--overlay", overlays)
@@ -248,7 +248,7 @@ def test_folder_mode_needs_named_boxes(scene, tmp_path, capsys):
     assert code == 2
     assert err.strip() == f"medsamkit: error: {folder}: folder input needs a --boxes-file that names the image of every box"
     boxes = tmp_path / "b.csv"
-    boxes.write_text("image,x0,y0,x1,y1\na.png,1,2,3,4\n")
+    boxes.write_text("image,x0,y0,x1,y1\na.png,1,2,3,4\n", encoding="utf-8")
     out_file = tmp_path / "taken.png"
     out_file.write_bytes(b"keep")
     code, _, err = run_cli(capsys, "segment", folder, "--boxes-file", boxes, "-o", out_file)

@@ -130,7 +130,7 @@ def test_box_on_a_slice_recist_and_boxes_file(phantom, tmp_path, capsys):
     d, truth_a, truth_b = phantom
     boxes = tmp_path / "prompts.json"
     # B's longest diameter in mm is vertical (rows are 0.8 mm, columns 0.7 mm): y 41..63 on slice 8
-    boxes.write_text(json.dumps([{"recist": [56, 41, 56, 63, 8], "z_range": [6, 11], "label": 2}]))
+    boxes.write_text(json.dumps([{"recist": [56, 41, 56, 63, 8], "z_range": [6, 11], "label": 2}]), encoding="utf-8")
     out = tmp_path / "seg.nii.gz"
     code, _, err = run_cli(capsys, "segment", d / "vol.nii.gz", "--box", "15,18,41,50", "--slice", 7,
                            "--z-range", "3,11", "--boxes-file", boxes, "-o", out)
@@ -139,7 +139,7 @@ def test_box_on_a_slice_recist_and_boxes_file(phantom, tmp_path, capsys):
     assert set(np.unique(seg)) == {0, 1, 2}
     assert dice(seg == 1, truth_a) > 0.9 and dice(seg == 2, truth_b) > 0.85
     csv = tmp_path / "boxes.csv"
-    csv.write_text("x0,y0,z0,x1,y1,z1,label\n" + BOX_A + ",4\n")
+    csv.write_text("x0,y0,z0,x1,y1,z1,label\n" + BOX_A + ",4\n", encoding="utf-8")
     out = tmp_path / "seg_csv.nii.gz"
     code, _, err = run_cli(capsys, "segment", d / "vol.nii.gz", "--recist", "56,41,56,63,8", "--z-range", "6,11",
                            "--boxes-file", csv, "-o", out)

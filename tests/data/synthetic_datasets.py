@@ -63,7 +63,7 @@ def kvasir(root: Path, n: int = 3) -> Path:
         mask255[0, 0] = 255  # the isolated pixel of the real dataset
         cv2.imwrite(str(root / "images" / f"{name}.jpg"), image[:, :, ::-1])
         cv2.imwrite(str(root / "masks" / f"{name}.jpg"), np.repeat(mask255[:, :, None], 3, axis=2))
-    (root / "gt_boxes.json").write_text(json.dumps(boxes))
+    (root / "gt_boxes.json").write_text(json.dumps(boxes), encoding="utf-8")
     return root
 
 
@@ -91,7 +91,7 @@ def nnunet(root: Path, n: int = 3, channel_name: str = "CT", two_channels: bool 
     channels = {"0": channel_name, **({"1": "other"} if two_channels else {})}
     (root / "dataset.json").write_text(json.dumps({
         "channel_names": channels, "labels": {"background": 0, "liver": 1, "spot": 2},
-        "numTraining": n, "file_ending": ".nii.gz"}))
+        "numTraining": n, "file_ending": ".nii.gz"}), encoding="utf-8")
     for i in range(n):
         image, label = ct_volume(seed=i)
         write_volume(root / "imagesTr" / f"case{i}_0000.nii.gz", image, VOLUME_GEOMETRY)

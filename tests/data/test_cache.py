@@ -113,7 +113,7 @@ def test_manifest_records_and_counts(cache_root: Path) -> None:
 def test_missing_or_broken_caches_are_named(tmp_path: Path, cache_root: Path) -> None:
     with pytest.raises(InputError, match="not a preprocess cache: no manifest.json"):
         PreprocessedCache(tmp_path)
-    (tmp_path / "manifest.json").write_text('{"format": "other"}')
+    (tmp_path / "manifest.json").write_text('{"format": "other"}', encoding="utf-8")
     with pytest.raises(InputError, match="not a medsamkit preprocess cache manifest"):
         PreprocessedCache(tmp_path)
     broken = tmp_path / "broken"

@@ -69,9 +69,9 @@ def test_kvasir(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     ids = ["cju0a", "cju0b", "cju0c", "cju0d"]
     _touch(tmp_path, *[f"images/{i}.jpg" for i in ids], *[f"masks/{i}.jpg" for i in ids])
     assert detect_layout(tmp_path) == "kvasir"  # JPEG masks alone say kvasir
-    (tmp_path / "train.txt").write_text("cju0a\ncju0b.jpg\n\n")
-    (tmp_path / "val.txt").write_text("cju0c\nghost\n")
-    (tmp_path / "gt_boxes.json").write_text(json.dumps({"cju0a": [1, 2, 30, 40]}))
+    (tmp_path / "train.txt").write_text("cju0a\ncju0b.jpg\n\n", encoding="utf-8")
+    (tmp_path / "val.txt").write_text("cju0c\nghost\n", encoding="utf-8")
+    (tmp_path / "gt_boxes.json").write_text(json.dumps({"cju0a": [1, 2, 30, 40]}), encoding="utf-8")
     with caplog.at_level(logging.WARNING):
         ds = _both(tmp_path, "kvasir")
     assert [c.split for c in ds.cases] == ["train", "train", "val", None]
@@ -79,7 +79,7 @@ def test_kvasir(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert ds.cases[0].label == tmp_path / "masks/cju0a.jpg"
     assert ds.meta["mask_threshold"] == 127 and ds.meta["gt_boxes"] == tmp_path / "gt_boxes.json"
     assert "ghost" in caplog.text
-    (tmp_path / "val.txt").write_text("cju0a\n")
+    (tmp_path / "val.txt").write_text("cju0a\n", encoding="utf-8")
     with pytest.raises(InputError, match="cju0a is also listed in train.txt"):
         read_dataset(tmp_path)
 
@@ -98,7 +98,7 @@ def test_nnunet_channels_labels_and_test(tmp_path: Path, caplog: pytest.LogCaptu
            "imagesTs/T_0000.nii.gz", "imagesTs/T_0001.nii.gz")
     (tmp_path / "dataset.json").write_text(json.dumps({
         "channel_names": {"0": "FLAIR", "1": "T1c"}, "labels": {"background": 0, "tumour": 1},
-        "numTraining": 3, "file_ending": ".nii.gz"}))
+        "numTraining": 3, "file_ending": ".nii.gz"}), encoding="utf-8")
     with caplog.at_level(logging.WARNING):
         ds = _both(tmp_path, "nnunet")
     assert ds.case_ids == ["A", "B", "T"]
@@ -123,7 +123,7 @@ def test_msd_dataset_json_and_whole_files(tmp_path: Path) -> None:
         "name": "Heart", "modality": {"0": "MRI"}, "labels": {"0": "background", "1": "atrium"},
         "numTraining": 2, "training": [
             {"image": "./imagesTr/la_003.nii.gz", "label": "./labelsTr/la_003.nii.gz"},
-            {"image": "./imagesTr/case_0001.nii.gz", "label": "./labelsTr/case_0001.nii.gz"}]}))
+            {"image": "./imagesTr/case_0001.nii.gz", "label": "./labelsTr/case_0001.nii.gz"}]}), encoding="utf-8")
     ds = _both(tmp_path, "nnunet")
     assert ds.case_ids == ["case_0001", "la_003"]  # case_0001 is a case, not channel 1 of "case"
     assert all(c.label is not None and len(c.images) == 1 for c in ds.cases)

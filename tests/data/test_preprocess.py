@@ -95,7 +95,7 @@ def test_1024_families_keep_the_contract(tmp_path: Path, model: str) -> None:
 def test_kvasir_boxes_match_gt_boxes_after_cleanup(tmp_path: Path) -> None:
     source = synth.kvasir(tmp_path / "data")
     _run(source, tmp_path / "cache")
-    boxes = json.loads((source / "gt_boxes.json").read_text())
+    boxes = json.loads((source / "gt_boxes.json").read_text(encoding="utf-8"))
     records = PreprocessedCache(tmp_path / "cache").manifest["samples"]
     assert {r["case_id"]: r["box_original"] for r in records} == boxes  # pixel (0, 0) removed
 
@@ -151,13 +151,13 @@ def test_all_slices_stores_every_slice_and_unlabelled_cases(tmp_path: Path) -> N
 def test_resume_skips_done_cases_and_redoes_a_deleted_shard(tmp_path: Path) -> None:
     source = synth.folder_pairs(tmp_path / "data")
     first = _run(source, tmp_path / "cache")
-    manifest = (tmp_path / "cache/manifest.json").read_text()
+    manifest = (tmp_path / "cache/manifest.json").read_text(encoding="utf-8")
     again = _run(source, tmp_path / "cache")
     assert again.done == [] and again.skipped == first.done
     shutil.rmtree(case_dir(tmp_path / "cache", "img1"))
     third = _run(source, tmp_path / "cache")
     assert third.done == ["img1"] and sorted(third.skipped) == ["img0", "img2"]
-    assert (tmp_path / "cache/manifest.json").read_text() == manifest
+    assert (tmp_path / "cache/manifest.json").read_text(encoding="utf-8") == manifest
 
 
 def test_bad_cases_are_reported_and_the_rest_is_done(tmp_path: Path) -> None:
@@ -190,7 +190,7 @@ def test_changed_settings_are_refused_unless_overwrite(tmp_path: Path) -> None:
     assert len(summary.done) == 3 and PreprocessedCache(tmp_path / "cache").manifest[
         "settings"]["min_size_2d"] == 50
     (tmp_path / "other").mkdir()
-    (tmp_path / "other/notes.txt").write_text("mine")
+    (tmp_path / "other/notes.txt").write_text("mine", encoding="utf-8")
     with pytest.raises(InputError, match="not a preprocess cache and is not empty"):
         _run(source, tmp_path / "other")
     with pytest.raises(InputError, match="must not be inside the input dataset"):
@@ -214,10 +214,10 @@ def test_settings_of_a_cache_without_shards_can_change(tmp_path: Path) -> None:
 def test_splits_from_file_random_and_grouped_by_volume(tmp_path: Path) -> None:
     source = synth.folder_pairs(tmp_path / "data", n=5)
     split_file = tmp_path / "split.json"
-    split_file.write_text(json.dumps({"train": ["img0", "img1", "img2"], "val": ["img4"]}))
+    split_file.write_text(json.dumps({"train": ["img0", "img1", "img2"], "val": ["img4"]}), encoding="utf-8")
     _run(source, tmp_path / "cache", SplitSpec(file=split_file))
     cache = PreprocessedCache(tmp_path / "cache")
-    assert json.loads((tmp_path / "cache/splits.json").read_text()) == {
+    assert json.loads((tmp_path / "cache/splits.json").read_text(encoding="utf-8")) == {
         "train": ["img0", "img1", "img2"], "val": ["img4"]}
     assert cache.manifest["cases"]["img3"]["split"] is None
     assert {cache[i].case_id for i in cache.indices("val")} == {"img4"}
@@ -225,7 +225,7 @@ def test_splits_from_file_random_and_grouped_by_volume(tmp_path: Path) -> None:
     summary = _run(source, tmp_path / "cache", SplitSpec(fraction=0.6, seed=1))
     assert summary.done == [] and summary.manifest["counts"]["cases_per_split"] == {"train": 3, "val": 2}
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"train": ["ghost"], "val": []}))
+    bad.write_text(json.dumps({"train": ["ghost"], "val": []}), encoding="utf-8")
     with pytest.raises(InputError, match="1 ids name no case"):
         _run(source, tmp_path / "cache", SplitSpec(file=bad))
     # MedSAM npy slices of one volume stay together
@@ -245,7 +245,7 @@ def test_two_workers_write_the_same_cache_as_one(tmp_path: Path) -> None:
     _run(source, tmp_path / "one")
     summary = _run(source, tmp_path / "two", options=RunOptions(workers=2, progress=False))
     assert not summary.failed and summary.done == ["case0", "case1"]
-    assert (tmp_path / "one/manifest.json").read_text() == (tmp_path / "two/manifest.json").read_text()
+    assert (tmp_path / "one/manifest.json").read_text(encoding="utf-8") == (tmp_path / "two/manifest.json").read_text(encoding="utf-8")
     for case in ("case0", "case1"):
         for name in ("images.npy", "masks.npy"):
             assert (case_dir(tmp_path / "one", case) / name).read_bytes() == \

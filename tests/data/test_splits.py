@@ -39,7 +39,7 @@ def test_split_file_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "split.json"
     train, val = split_cases([f"c{i}" for i in range(10)], seed=3)
     assert write_split_file(path, train, val) == path
-    assert json.loads(path.read_text()) == {"train": train, "val": val}
+    assert json.loads(path.read_text(encoding="utf-8")) == {"train": train, "val": val}
     assert read_split_file(path, known_ids=train + val) == (train, val)
     assert [p.name for p in path.parent.iterdir()] == ["split.json"]  # no temporary left
 
@@ -55,7 +55,7 @@ def test_split_file_round_trip(tmp_path: Path) -> None:
 ])
 def test_read_split_file_errors(tmp_path: Path, content: str, problem: str) -> None:
     path = tmp_path / "split.json"
-    path.write_text(content)
+    path.write_text(content, encoding="utf-8")
     with pytest.raises(InputError, match=problem) as err:
         read_split_file(path, known_ids=["a", "b"])
     assert str(path) in str(err.value)

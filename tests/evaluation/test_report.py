@@ -35,7 +35,7 @@ def report(tmp_path):
 
 def test_csv_rows_are_the_accumulator_rows(report):
     ev, out, _, _, _ = report
-    with open(out / "per_case.csv", newline="") as f:
+    with open(out / "per_case.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6  # 3 cases x 2 labels
     for row, result in zip(rows, ev.accumulator.results):
@@ -48,7 +48,7 @@ def test_csv_rows_are_the_accumulator_rows(report):
 
 def test_summary_json_and_markdown(report):
     ev, out, summary, pred, gt = report
-    on_disk = json.loads((out / "summary.json").read_text())
+    on_disk = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert on_disk == json.loads(json.dumps(summary))
     assert on_disk["pred_dir"] == str(pred.resolve()) and on_disk["gt_dir"] == str(gt.resolve())
     assert on_disk["n_cases"] == 3 and on_disk["n_failed"] == 1
@@ -56,7 +56,7 @@ def test_summary_json_and_markdown(report):
     dsc_2 = [r.scores.dsc for r in ev.accumulator.results if r.label == 2]
     assert on_disk["per_label"]["2"]["dsc"]["mean"] == pytest.approx(np.mean(dsc_2))
     assert on_disk["per_label"]["2"]["hd95"]["n_inf"] == 2  # k0 missing, k2 missed label 2
-    md = (out / "summary.md").read_text()
+    md = (out / "summary.md").read_text(encoding="utf-8")
     assert f"{np.mean(dsc_2):.4f}" in md and "| all |" in md and "Missing predictions: k0" in md
 
 
@@ -65,7 +65,7 @@ def test_read_back(report):
     back = read_report(out)
     assert len(back.accumulator) == len(ev.accumulator)
     assert back.accumulator.per_case_mean() == pytest.approx(ev.accumulator.per_case_mean())
-    (out / "per_case.csv").write_text("case,label\nx,1\n")
+    (out / "per_case.csv").write_text("case,label\nx,1\n", encoding="utf-8")
     with pytest.raises(InputError, match="per_case.csv"):
         read_report(out)
     with pytest.raises(InputError, match="summary.json"):

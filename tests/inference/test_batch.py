@@ -81,7 +81,7 @@ def folder(tmp_path_factory):
     make_image(images / "e_nobox.png", [ELLIPSE_A], seed=4)
     # sorts between the good ones, so the images after it show the run goes on
     (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 50)
-    (images / "notes.txt").write_text("not an image")
+    (images / "notes.txt").write_text("not an image", encoding="utf-8")
     (images / ".hidden.png").write_bytes(b"whatever")
     prompts = [
         BoxPrompt(box_of(ELLIPSE_A), image="a.png"),

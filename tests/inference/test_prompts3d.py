@@ -103,7 +103,7 @@ def test_json_file_all_forms(tmp_path: Path):
         {"box": [2, 3, 10, 20, 30, 15], "label": 3, "slice": 11},
         {"box": [10, 10, 30, 20], "slice": 8, "z_range": [6, 12]},
         {"recist": [30, 30, 50, 30, 10], "label": 9},
-    ]))
+    ]), encoding="utf-8")
     specs = read_boxes3d_file(f)
     assert [s.kind for s in specs] == ["box3d", "box3d", "box2d", "recist"]
     prompts = [s.resolve(SHAPE, source=VOL) for s in specs]
@@ -114,7 +114,7 @@ def test_json_file_all_forms(tmp_path: Path):
 
 def test_csv_file(tmp_path: Path):
     f = tmp_path / "boxes.csv"
-    f.write_text("x0,y0,z0,x1,y1,z1,label,slice\n2,3,10,20,30,15,4,\n5,6,1,40,50,9,,2\n")
+    f.write_text("x0,y0,z0,x1,y1,z1,label,slice\n2,3,10,20,30,15,4,\n5,6,1,40,50,9,,2\n", encoding="utf-8")
     specs = read_boxes3d_file(f)
     assert [(s.values, s.label, s.key_slice) for s in specs] == [
         ((2, 3, 10, 20, 30, 15), 4, None), ((5, 6, 1, 40, 50, 9), None, 2)]
@@ -131,7 +131,7 @@ def test_csv_file(tmp_path: Path):
 ])
 def test_bad_json_files(tmp_path: Path, content, problem):
     f = tmp_path / "b.json"
-    f.write_text(content)
+    f.write_text(content, encoding="utf-8")
     with pytest.raises(InputError) as err:
         read_boxes3d_file(f)
     assert str(err.value).startswith(str(f)) and problem in str(err.value)
@@ -139,15 +139,15 @@ def test_bad_json_files(tmp_path: Path, content, problem):
 
 def test_bad_csv_and_missing_file(tmp_path: Path):
     f = tmp_path / "b.csv"
-    f.write_text("x0,y0,x1,y1\n1,2,3,4\n")
+    f.write_text("x0,y0,x1,y1\n1,2,3,4\n", encoding="utf-8")
     with pytest.raises(InputError, match="must have columns x0,y0,z0,x1,y1,z1"):
         read_boxes3d_file(f)
-    f.write_text("x0,y0,z0,x1,y1,z1\n1,2,a,4,5,6\n")
+    f.write_text("x0,y0,z0,x1,y1,z1\n1,2,a,4,5,6\n", encoding="utf-8")
     with pytest.raises(InputError, match="line 2: x0,y0,z0,x1,y1,z1 must be numbers"):
         read_boxes3d_file(f)
     with pytest.raises(InputError, match="boxes file not found"):
         read_boxes3d_file(tmp_path / "none.json")
-    (tmp_path / "b.txt.yaml").write_text("x")
+    (tmp_path / "b.txt.yaml").write_text("x", encoding="utf-8")
     with pytest.raises(InputError, match="must end in .json or .csv"):
         read_boxes3d_file(tmp_path / "b.txt.yaml")
 

@@ -137,7 +137,7 @@ def test_uneven_slices_warn(tmp_path: Path, caplog: pytest.LogCaptureFixture) ->
 
 
 def test_folder_with_other_files_only(tmp_path: Path) -> None:
-    (tmp_path / "notes.txt").write_text("not DICOM")
+    (tmp_path / "notes.txt").write_text("not DICOM", encoding="utf-8")
     (tmp_path / "sub").mkdir()
     write_series(tmp_path / "sub", stored_values())  # sub-folders are not searched
     with pytest.raises(InputError, match="no DICOM series found"):

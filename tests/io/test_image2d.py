@@ -256,7 +256,7 @@ def test_missing_file_and_folder(tmp_path: Path) -> None:
 
 
 def test_unsupported_suffix_lists_supported(tmp_path: Path) -> None:
-    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "notes.txt").write_text("hello", encoding="utf-8")
     with pytest.raises(InputError, match=r"notes\.txt: unsupported file type '\.txt'") as err:
         read_image_2d(tmp_path / "notes.txt")
     assert all(s in str(err.value) for s in SUPPORTED_2D_SUFFIXES)

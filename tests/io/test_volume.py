@@ -236,7 +236,7 @@ def test_truncated_and_4d_files(tmp_path: Path) -> None:
 
 
 def test_folder_without_dicom(tmp_path: Path) -> None:
-    (tmp_path / "readme.txt").write_text("no images here")
+    (tmp_path / "readme.txt").write_text("no images here", encoding="utf-8")
     with pytest.raises(InputError, match="no DICOM series") as info:
         read_volume(tmp_path)
     assert info.value.source == str(tmp_path)

@@ -42,9 +42,9 @@ SCRIPT = textwrap.dedent("""
 def test_ddp_two_cpu_processes(tmp_path):
     script = tmp_path / "run_ddp.py"
     out = tmp_path / "run"
-    script.write_text(SCRIPT.format(tests=str(Path(__file__).parent), out=str(out)))
+    script.write_text(SCRIPT.format(tests=str(Path(__file__).parent), out=str(out)), encoding="utf-8")
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env,
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, encoding="utf-8", timeout=300, env=env,
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = sorted((json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")),

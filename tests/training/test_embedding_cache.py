@@ -66,7 +66,7 @@ def test_built_once_then_reused_without_the_encoder(tmp_path, encoder, samples):
     again = embedding_cache(make_samples(5), encoder, geometry, _spec(tmp_path, dtype="float32"))  # equal copies
     assert encoder.calls == 0 and again.folder == cache.folder
     assert torch.equal(again.get(4), cache.get(4))
-    meta = json.loads((cache.folder / "meta.json").read_text())
+    meta = json.loads((cache.folder / "meta.json").read_text(encoding="utf-8"))
     assert meta["images"] == 5 and meta["dtype"] == "float32"
 
 

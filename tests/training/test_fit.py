@@ -47,7 +47,7 @@ def run(tmp_path_factory, data):
 def test_loss_goes_down_and_embeddings_are_computed_once(run, data):
     assert run["calls"].images == len(data.train) + len(data.val)  # 3 epochs, each image encoded once
     assert eval_loss(SamNet(run["model"], "decoder"), data.train) < run["before"]
-    rows = list(csv.DictReader(open(next((run["out"] / "csv").glob("version_*/metrics.csv")))))
+    rows = list(csv.DictReader(open(next((run["out"] / "csv").glob("version_*/metrics.csv")), encoding="utf-8")))
     epoch_losses = [float(r["train_loss_epoch"]) for r in rows if r.get("train_loss_epoch")]
     assert len(epoch_losses) == 3 and epoch_losses[-1] < epoch_losses[0]
     assert len([r for r in rows if r.get("val_dice")]) == 3
@@ -115,7 +115,7 @@ def test_bf16_autocast_and_gradient_accumulation(tmp_path, data):
                  data, model=tiny_sam(), geometry=TinyGeometry())
     ckpt = torch.load(result.last_checkpoint, map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 2  # 4 batches of 2, one optimiser step per 2 batches
-    rows = list(csv.DictReader(open(next((tmp_path / "csv").glob("version_*/metrics.csv")))))
+    rows = list(csv.DictReader(open(next((tmp_path / "csv").glob("version_*/metrics.csv")), encoding="utf-8")))
     assert all(torch.isfinite(torch.tensor(float(r["train_loss_epoch"]))) for r in rows if r.get("train_loss_epoch"))
     state = read_checkpoint(result.export_path)
     assert all(v.dtype in (torch.float32, torch.int64) for v in state.values())  # weights stay float32

@@ -30,7 +30,7 @@ def test_baselines_train_and_export(tmp_path, data, name):
     result = fit(quick_config(tmp_path, "--model.name", name, "--model.width", "4", "--optim.lr", "1e-2",
                               "--trainer.max_epochs", "5", *no_augment), data, model=network, geometry=TinyGeometry())
     # BatchNorm: eval-mode outputs lag behind after 5 steps, so read the logged training loss
-    rows = list(csv.DictReader(open(next((tmp_path / "csv").glob("version_*/metrics.csv")))))
+    rows = list(csv.DictReader(open(next((tmp_path / "csv").glob("version_*/metrics.csv")), encoding="utf-8")))
     losses = [float(r["train_loss_step"]) for r in rows if r.get("train_loss_step")]
     assert len(losses) == 5 and losses[-1] < losses[0]
     loaded, meta = load_baseline(result.export_path)

@@ -7,6 +7,7 @@ code 2 and no traceback; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import sys
 
@@ -50,7 +51,16 @@ def _configure_logging(args: argparse.Namespace) -> None:
     root.propagate = False
 
 
+def _tolerant_streams() -> None:
+    """Tables and messages use a few non-ASCII signs (±, –); a terminal with an ASCII locale shows
+    them escaped instead of the command failing with UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _tolerant_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.verb is None:

@@ -76,12 +76,12 @@ def test_metadata_sidecar_errors(tmp_path):
     torch.save(tiny_sam().state_dict(), weights)
     assert metadata_path(weights).name == "model.pth.json"
     assert read_export_metadata(weights) is None and not is_automatic(weights) and not is_automatic(None)
-    metadata_path(weights).write_text("{broken")
+    metadata_path(weights).write_text("{broken", encoding="utf-8")
     with pytest.raises(InputError, match="model.pth.json: cannot read the export metadata"):
         read_export_metadata(weights)
-    metadata_path(weights).write_text(json.dumps({"format": "other"}))
+    metadata_path(weights).write_text(json.dumps({"format": "other"}), encoding="utf-8")
     with pytest.raises(InputError, match="not a medsamkit-export metadata file"):
         is_automatic(weights)
-    metadata_path(weights).write_text(json.dumps({"format": "medsamkit-export", "model": "litemedsam"}))
+    metadata_path(weights).write_text(json.dumps({"format": "medsamkit-export", "model": "litemedsam"}), encoding="utf-8")
     with pytest.raises(InputError, match="not an exported baseline"):
         load_baseline(weights)
