@@ -8,9 +8,10 @@ import logging
 import torch
 
 from ..errors import MedsamkitError
+from ..inference.baseline import BaselinePredictor, is_baseline_checkpoint, load_baseline_predictor
 from ..inference.onnx_encoder import OnnxEncoder
 from ..inference.predictor import Predictor
-from ..models.loader import LoadedModel, load_model
+from ..models.loader import LoadedModel, load_model, resolve_device
 from ..models.registry import DEFAULT_MODEL, MODELS
 from ..models.zoo import cache_dir
 from ..preprocessing.geometry import geometry_for
@@ -42,11 +43,30 @@ def add_intensity_options(p: argparse.ArgumentParser) -> None:
                    help="CT window preset (abdomen, liver, lung, brain, bone, mediastinum) or level,width")
 
 
-def make_predictor(args: argparse.Namespace) -> tuple[Predictor, LoadedModel]:
+def _set_threads(args: argparse.Namespace) -> None:
     if args.threads is not None:
         if args.threads < 1:
             raise MedsamkitError(f"--threads {args.threads}: give a positive number of CPU threads")
         torch.set_num_threads(args.threads)
+
+
+def make_2d_predictor(args: argparse.Namespace) -> Predictor | BaselinePredictor:
+    """The predictor for 2D segmentation: a SAM-family model (:func:`make_predictor`), or a
+    baseline exported by ``medsamkit fit`` when --checkpoint is one (its sidecar says so)."""
+    if not is_baseline_checkpoint(args.checkpoint):
+        return make_predictor(args)[0]
+    if getattr(args, "backend", "torch") != "torch":
+        raise MedsamkitError(f"--backend {args.backend} is for the SAM-family image encoder; "
+                             f"{args.checkpoint} is a baseline: drop --backend")
+    _set_threads(args)
+    predictor = load_baseline_predictor(args.checkpoint, resolve_device(args.device))
+    log.info("baseline %s on %s (%d threads); weights %s", predictor.name, predictor.device,
+             torch.get_num_threads(), args.checkpoint)
+    return predictor
+
+
+def make_predictor(args: argparse.Namespace) -> tuple[Predictor, LoadedModel]:
+    _set_threads(args)
     loaded = load_model(args.model, args.checkpoint, device=args.device)
     log.info("model %s on %s (%d threads); weights %s", loaded.spec.name, loaded.device,
              torch.get_num_threads(), loaded.weights_path)

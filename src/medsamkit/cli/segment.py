@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..inference.baseline import is_baseline_checkpoint
 from ..inference.batch import segment_folder
 from ..inference.prompts import BoxPrompt, parse_box, prompts_for_image, read_boxes_file
 from ..inference.segment2d import Segmenter2D
 from . import segment3d
-from .common import add_intensity_options, add_model_options, make_predictor
+from .common import add_intensity_options, add_model_options, make_2d_predictor
 
 HELP = "segment an image, a folder of images or a 3D volume from box prompts"
 
@@ -24,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "segment", help=HELP, description=HELP + ". Boxes are pixels of the original image: "
         "X0,Y0,X1,Y1 with x to the right and y down. One box gives a 0/255 mask, several a label map 1..N. "
-        "Without a box, a --checkpoint fine-tuned in automatic mode (medsamkit fit) segments each image's target.",
+        "Without a box, a --checkpoint fine-tuned in automatic mode (medsamkit fit) segments each image's target. "
+        "A --checkpoint of a baseline exported by medsamkit fit (unet: no box; prompted-resnet: boxes) runs the same way.",
     )
     p.add_argument("input", metavar="IMAGE", help="2D image (PNG, JPEG, BMP, TIFF, NPY, NPZ, DICOM slice), a folder "
                    "of images, or a volume (NIfTI, MHA, NRRD, DICOM series folder: see '3D volumes')")
@@ -64,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
     prompts = _cli_prompts(args)
     if args.boxes_file:
         prompts += read_boxes_file(args.boxes_file)
+    if prompts and _automatic_checkpoint(args) and is_baseline_checkpoint(args.checkpoint):
+        raise InputError(args.checkpoint, "is a baseline that segments without a box (unet): "
+                                          "leave out --box and --boxes-file")
     if not prompts:
         if _automatic_checkpoint(args):
             return _run_automatic(args, source)
@@ -75,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     mine = [p for p in prompts if p.image is None] + prompts_for_image(prompts, source)
     if not mine:
         raise InputError(args.boxes_file, f"no box in the file is for {source.name}")
-    predictor, _ = make_predictor(args)
+    predictor = make_2d_predictor(args)
     segmenter = Segmenter2D(predictor, args.modality, args.window)
     boxes = np.array([p.box for p in mine], dtype=np.float64)
     label_map = segmenter.segment_file(source, boxes, args.output, [p.label for p in mine], args.overlay)
@@ -99,7 +104,7 @@ def _run_automatic(args: argparse.Namespace, source: Path) -> int:
 
     if source.is_dir():
         _check_folder_outputs(args, source)
-    predictor, _ = make_predictor(args)
+    predictor = make_2d_predictor(args)
     segmenter = AutomaticSegmenter(predictor, args.modality, args.window)
     if source.is_dir():
         return _segment_folder(args, segmenter, source, automatic_prompts(source))
@@ -114,7 +119,7 @@ def _run_folder(args: argparse.Namespace, folder: Path, prompts: list[BoxPrompt]
     if not args.boxes_file or any(p.image is None for p in prompts):
         raise InputError(args.boxes_file or folder, "folder input needs a --boxes-file that names the image of every box")
     _check_folder_outputs(args, folder)
-    predictor, _ = make_predictor(args)
+    predictor = make_2d_predictor(args)
     return _segment_folder(args, Segmenter2D(predictor, args.modality, args.window), folder, prompts)
 
 

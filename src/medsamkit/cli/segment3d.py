@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import InputError
+from ..inference.baseline import is_baseline_checkpoint
 from ..inference.batch import list_images
 from ..inference.prompts import read_boxes_file
 from ..inference.prompts3d import PromptSpec, VolumePrompt, box_spec, parse_pair, read_boxes3d_file, recist_spec
@@ -197,6 +198,9 @@ def run(args: argparse.Namespace) -> int:
         cleanup=Cleanup(keep_largest=args.keep_largest, fill_holes=args.fill_holes),
         overlap=args.overlap, progress=not args.quiet,
     )
+    if is_baseline_checkpoint(args.checkpoint):
+        raise InputError(args.checkpoint, "is a 2D baseline (unet/prompted-resnet); 3D propagation needs a "
+                                          "SAM-family model (LiteMedSAM, MedSAM, SAM or one fine-tuned from them)")
     predictor, _ = make_predictor(args)
     result = segment_volume(array, geometry, prompts, predictor, options, source=source)
     write_volume(output, result.labels, result.geometry, mask=True)

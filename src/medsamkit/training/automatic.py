@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..inference.baseline import BaselinePredictor
 from ..inference.batch import list_images
 from ..inference.predictor import Prediction, Predictor
 from ..inference.prompts import BoxPrompt
@@ -22,9 +23,14 @@ from ..inference.segment2d import Segmenter2D, label_map_from_prediction, output
 
 
 @torch.inference_mode()
-def predict_automatic(predictor: Predictor, image: np.ndarray | None = None) -> Prediction:
+def predict_automatic(predictor: Predictor | BaselinePredictor, image: np.ndarray | None = None) -> Prediction:
     """Segment the target of ``image`` (H x W x 3 uint8 RGB; default: the predictor's current
-    image) with no prompt; returns one mask (1, 1, H, W) at the original size."""
+    image) with no prompt; returns one mask (1, 1, H, W) at the original size. A prompt-free
+    baseline (the U-Net) works the same way."""
+    if isinstance(predictor, BaselinePredictor):
+        if image is not None:
+            predictor.set_image(image)
+        return predictor.predict()
     if image is not None:
         predictor.set_image(image)
     if predictor.embedding is None:
