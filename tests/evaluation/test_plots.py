@@ -59,3 +59,19 @@ def test_display_rgb():
     ct = np.linspace(-1000, 1000, 100).reshape(10, 10).astype(np.int16)
     shown = display_rgb(ct)
     assert shown.shape == (10, 10, 3) and shown.dtype == np.uint8 and shown.max() == 255
+
+
+def test_long_panel_titles_keep_their_score():
+    from PIL import ImageDraw
+
+    from medsamkit.evaluation.plots import _fit, _font
+
+    draw = ImageDraw.Draw(Image.new("RGB", (10, 10)))
+    font = _font(13)
+    title = "LiteMedSAM fine-tuned on the training split (decoder only): DSC 0.962"
+    short = _fit(draw, title, font, 150)
+    assert short.endswith("…: DSC 0.962") and short.startswith("LiteMed")
+    assert draw.textlength(short, font=font) <= 150
+    assert _fit(draw, "zero-shot: DSC 0.974", font, 250) == "zero-shot: DSC 0.974"  # fits: unchanged
+    plain = _fit(draw, "a title without a score that is far too long for the panel", font, 100)
+    assert plain.endswith("…") and draw.textlength(plain, font=font) <= 100

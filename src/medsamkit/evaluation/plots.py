@@ -155,14 +155,17 @@ def comparison_grid(rows: Sequence[GridRow], path: str | os.PathLike, panel: int
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
-    """``text`` shortened with an ellipsis until it fits ``width`` pixels."""
+    """``text`` shortened with an ellipsis until it fits ``width`` pixels. A ``"name: score"``
+    title keeps its score whole and shortens the name, so that the figure stays readable."""
     if draw.textlength(text, font=font) <= width:
         return text
-    for n in range(len(text) - 1, 0, -1):
-        short = text[:n] + "…"
+    head, sep, tail = text.rpartition(": ")
+    stem, keep = (head, sep + tail) if sep else (text, "")
+    for n in range(len(stem) - 1, 0, -1):
+        short = stem[:n] + "…" + keep
         if draw.textlength(short, font=font) <= width:
             return short
-    return text[:1]
+    return stem[:1] + "…" + keep if keep else text[:1]
 
 
 def display_rgb(array: np.ndarray) -> np.ndarray:
