@@ -2,7 +2,7 @@
 ``prompted-resnet``), behind the same ``set_image`` / ``predict`` interface as the SAM-family
 :class:`~medsamkit.inference.predictor.Predictor`, so that ``medsamkit segment --checkpoint
 model.pth`` runs the baselines on images and folders exactly as it runs the fine-tuned models,
-and the three are evaluated on the same footing.
+and baselines and fine-tuned models are evaluated on the same footing.
 
 The image goes through the preprocessing family the baseline was trained with (the export
 sidecar's ``family``: resize, min-max, pad); the logits come back to the original size through
