@@ -34,7 +34,7 @@ def test_encoder_modes(tmp_path, data, mode):
     model.mask_decoder.register_forward_hook(lambda m, args, out: decoder_modes.append(m.training))
     before, result = _fit(tmp_path, data, Boxed(model), model, "--model.mode", mode, "--model.lora.rank", "4")
     trained = Boxed(model)  # LoRA adapters still in place: the model as it was trained
-    assert True in decoder_modes and False in decoder_modes  # train steps in train mode, validation in eval
+    assert any(decoder_modes) and not all(decoder_modes)  # train steps in train mode, validation in eval
     assert eval_loss(trained, data.train) < before
 
     keys = set(torch.load(result.last_checkpoint, map_location="cpu", weights_only=False)["state_dict"])

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..preprocessing.geometry import Frame, ModelGeometry, geometry_for
-from .predictor import Prediction
+from .predictor import Prediction, check_rgb_image
 
 
 @dataclass
@@ -51,8 +51,7 @@ class BaselinePredictor:
 
     def set_image(self, image: np.ndarray) -> None:
         """Keep the model input of an H x W x 3 uint8 RGB image for the following predictions."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an H x W x 3 uint8 image, got {image.shape} {image.dtype}")
+        check_rgb_image(image)
         self._image, self._frame = self.geometry.prepare_image(image)
 
     @torch.inference_mode()

@@ -60,6 +60,12 @@ def validate_boxes(boxes: np.ndarray, image_size: tuple[int, int], source: str |
     return boxes
 
 
+def check_rgb_image(image: np.ndarray) -> None:
+    """Raise ValueError unless ``image`` is what the predictors take: H x W x 3 uint8 RGB."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an H x W x 3 uint8 image, got {image.shape} {image.dtype}")
+
+
 class Predictor:
     """Encode an image once, then segment any number of prompts on it.
 
@@ -85,8 +91,7 @@ class Predictor:
     @torch.inference_mode()
     def embed(self, image: np.ndarray) -> ImageEmbedding:
         """Run the encoder on an H x W x 3 uint8 RGB image (does not change the predictor's state)."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an H x W x 3 uint8 image, got {image.shape} {image.dtype}")
+        check_rgb_image(image)
         tensor, frame = self.geometry.prepare_image(image)
         features = self.encoder(tensor.to(self.device)).to(self.device)
         return ImageEmbedding(features=features, frame=frame)
