@@ -10,11 +10,11 @@ import torch
 from ..errors import MedsamkitError
 from ..inference.baseline import BaselinePredictor, is_baseline_checkpoint, load_baseline_predictor
 from ..inference.onnx_encoder import OnnxEncoder
+from ..inference.factory import make_predictor as build_predictor
 from ..inference.predictor import Predictor
 from ..models.loader import LoadedModel, load_model, resolve_device
 from ..models.registry import DEFAULT_MODEL, MODELS
 from ..models.zoo import cache_dir
-from ..preprocessing.geometry import geometry_for
 from ..preprocessing.intensity import MODALITIES
 
 log = logging.getLogger("medsamkit.cli")
@@ -74,6 +74,8 @@ def make_predictor(args: argparse.Namespace) -> tuple[Predictor, LoadedModel]:
     if getattr(args, "backend", "torch") == "onnx":
         if loaded.device.type != "cpu":
             raise MedsamkitError(f"--backend onnx runs on the CPU; drop it or use --device cpu (device is {loaded.device})")
+        if loaded.spec.family == "sam2":
+            raise MedsamkitError(f"--backend onnx is not available for {loaded.spec.name} yet; drop it (torch)")
         encoder = OnnxEncoder(loaded.model.image_encoder, loaded.model.image_size, cache_dir() / "onnx",
                               loaded.spec.architecture, args.threads)
-    return Predictor(loaded.model, geometry_for(loaded.spec.preprocessing), encoder), loaded
+    return build_predictor(loaded, encoder), loaded

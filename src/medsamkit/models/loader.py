@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..errors import CheckpointError, InputError
 from .checkpoint import load_state_dict_strict, read_checkpoint
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 class LoadedModel:
     """A model in eval mode on its device, with the spec and the weights file it came from."""
 
-    model: Sam
+    model: Sam | nn.Module  # Sam, or medsamkit.models.sam2.base.SAM2Base when spec.family is "sam2"
     spec: ModelSpec
     weights_path: Path
     device: torch.device
@@ -31,22 +32,23 @@ class LoadedModel:
 def spec_for_checkpoint(state: dict[str, torch.Tensor], path: Path, name: str | None) -> ModelSpec:
     """The registry entry for a checkpoint: ``name`` when given, else recognised from the keys.
 
-    A ViT-B file may be SAM or MedSAM (same shapes, different preprocessing): the file name
-    decides ("medsam" in it -> MedSAM) and a warning says how to choose explicitly.
+    A ViT-B file may be SAM or MedSAM, and a SAM2.1 Hiera-T file SAM2.1-tiny or MedSAM2 (same
+    keys and shapes, different configuration): the file name decides ("medsam" in it -> MedSAM
+    or MedSAM2) and a warning says how to choose explicitly.
     """
     if name is not None:
         return get_spec(name)
     arch = detect_architecture(state)
     if arch is None:
         raise CheckpointError(
-            f"{path}: not a recognised SAM-family checkpoint (no TinyViT or ViT-B/L/H image encoder keys); "
-            f"name the model with --model ({', '.join(MODELS)})"
+            f"{path}: not a recognised SAM-family checkpoint (no TinyViT, ViT-B/L/H or SAM2 Hiera image encoder "
+            f"keys); name the model with --model ({', '.join(MODELS)})"
         )
-    candidates = [s for s in MODELS.values() if s.architecture == arch]
+    candidates = [s for s in MODELS.values() if s.key_layout == arch]
     if len(candidates) == 1:
         return candidates[0]
-    preferred = "medsam" if "medsam" in path.name.lower() else "sam"
-    spec = next(s for s in candidates if s.preprocessing == preferred)
+    medsam_file = "medsam" in path.name.lower()
+    spec = next((s for s in candidates if s.name.startswith("medsam") == medsam_file), candidates[0])
     log.warning(
         "%s is a %s checkpoint, used by %s; assuming %s from the file name (pass --model to choose)",
         path, arch, ", ".join(s.name for s in candidates), spec.name,

@@ -89,6 +89,9 @@ class PromptEncoder(nn.Module):
         emb = emb + (labels == -1) * self.not_a_point_embed.weight
         emb = emb + (labels == 0) * self.point_embeddings[0].weight
         emb = emb + (labels == 1) * self.point_embeddings[1].weight
+        # SAM2 passes boxes as two points labelled 2 (top-left) and 3 (bottom-right)
+        emb = emb + (labels == 2) * self.point_embeddings[2].weight
+        emb = emb + (labels == 3) * self.point_embeddings[3].weight
         return emb
 
     def _embed_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
@@ -117,7 +120,7 @@ class PromptEncoder(nn.Module):
 
         Args:
             points: (coords (B, N, 2), labels (B, N)) with labels 1 foreground, 0 background,
-                -1 padding; or None.
+                -1 padding, 2 and 3 box corners (SAM2's box form); or None.
             boxes: (B, 4) or (B, 1, 4) as x0, y0, x1, y1; or None.
             masks: (B, 1, 4h, 4w) low-resolution mask logits; or None.
 

@@ -65,13 +65,27 @@ build_vit_b = partial(_build_vit, 768, 12, 12, (2, 5, 8, 11))
 build_vit_l = partial(_build_vit, 1024, 24, 16, (5, 11, 17, 23))
 build_vit_h = partial(_build_vit, 1280, 32, 16, (7, 15, 23, 31))
 
+def _build_sam2(architecture: str) -> nn.Module:
+    from .sam2.config import build_architecture  # SAM2 modules load only when one is built
+
+    return build_architecture(architecture)
+
+
+#: SAM2 architectures: Hiera sizes t, s, b+, l of SAM2 and SAM2.1, and MedSAM2 (2.1-t at 512)
+SAM2_ARCHITECTURES = tuple(f"sam2{v}-hiera-{h}" for v in ("", ".1") for h in ("t", "s", "b+", "l")) + (
+    "sam2.1-hiera-t-512",)
+
 #: encoder architecture name -> builder of the whole (randomly initialised) model
-ARCHITECTURES: dict[str, Callable[[], Sam]] = {
+ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {
     "tinyvit": _build_tinyvit,
     "vit-b": build_vit_b,
     "vit-l": build_vit_l,
     "vit-h": build_vit_h,
+    **{name: partial(_build_sam2, name) for name in SAM2_ARCHITECTURES},
 }
+
+#: architectures whose checkpoints have the same keys and shapes as another's
+SAME_KEYS_AS = {"sam2.1-hiera-t-512": "sam2.1-hiera-t"}
 
 
 @dataclass(frozen=True)
@@ -81,10 +95,13 @@ class ModelSpec:
     Attributes:
         name: registry name (CLI ``--model``).
         architecture: key of :data:`ARCHITECTURES`.
-        preprocessing: geometry family, one of "litemedsam", "medsam", "sam"
+        preprocessing: geometry family, one of "litemedsam", "medsam", "sam", "sam2", "medsam2"
             (see :func:`medsamkit.preprocessing.geometry.geometry_for`).
         weights: key of :data:`medsamkit.models.zoo.WEIGHTS`.
         description: one line for ``medsamkit models``.
+        family: "sam" (SAM, MedSAM, LiteMedSAM: :class:`~medsamkit.models.sam.Sam`) or "sam2"
+            (SAM2, SAM2.1, MedSAM2: :class:`~medsamkit.models.sam2.base.SAM2Base`); picks the
+            predictor and the 3D propagation strategy.
     """
 
     name: str
@@ -92,9 +109,15 @@ class ModelSpec:
     preprocessing: str
     weights: str
     description: str
+    family: str = "sam"
 
-    def build(self) -> Sam:
+    def build(self) -> nn.Module:
         return ARCHITECTURES[self.architecture]()
+
+    @property
+    def key_layout(self) -> str:
+        """The architecture whose checkpoint keys this model has (MedSAM2 has SAM2.1-tiny's)."""
+        return SAME_KEYS_AS.get(self.architecture, self.architecture)
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -107,6 +130,16 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("sam-vit-b", "vit-b", "sam", "sam-vit-b", "SAM ViT-B (natural images), 1024 px"),
         ModelSpec("sam-vit-l", "vit-l", "sam", "sam-vit-l", "SAM ViT-L (natural images), 1024 px"),
         ModelSpec("sam-vit-h", "vit-h", "sam", "sam-vit-h", "SAM ViT-H (natural images), 1024 px"),
+        ModelSpec("medsam2", "sam2.1-hiera-t-512", "medsam2", "medsam2",
+                  "MedSAM2: SAM2.1 Hiera-T at 512 px tuned on 455K 3D medical image/mask pairs (3D memory "
+                  "propagation)", family="sam2"),
+        *(
+            ModelSpec(f"sam2{v}-hiera-{size}", f"sam2{v}-hiera-{short}", "sam2", f"sam2{v}-hiera-{size}",
+                      f"SAM{2 if not v else 2.1} Hiera-{label} (natural images and videos), 1024 px", family="sam2")
+            for v in ("", ".1")
+            for size, short, label in (("tiny", "t", "T"), ("small", "s", "S"), ("base-plus", "b+", "B+"),
+                                       ("large", "l", "L"))
+        ),
     )
 }
 

@@ -114,6 +114,37 @@ WEIGHTS: dict[str, WeightsSource] = {
         sha256="a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
         size=2564550879,
     ),
+    # SAM2 (July 2024) and SAM2.1 (September 2024): URLs from facebookresearch/sam2
+    # checkpoints/download_ckpts.sh. SHA-256 from
+    # micro-sam's SAM2 registry (computational-cell-analytics/micro-sam, HASHES "sam2.0"/"sam2.1"),
+    # the SAM2 ones also pinned by 3D Slicer's SegmentWithSAM extension and the tiny ones by other
+    # projects. Files are {"model": state_dict}.
+    **{
+        f"sam2{v}-hiera-{size}": WeightsSource(
+            filename=f"sam2{v}_hiera_{size.replace('-', '_')}.pt",
+            urls=(f"https://dl.fbaipublicfiles.com/segment_anything_2/{folder}/sam2{v}_hiera_{size.replace('-', '_')}.pt",),
+            sha256=digest,
+        )
+        for v, folder, digests in (
+            ("", "072824", ("65b50056e05bcb13694174f51bb6da89c894b57b75ccdf0ba6352c597c5d1125",
+                            "95949964d4e548409021d47b22712d5f1abf2564cc0c3c765ba599a24ac7dce3",
+                            "d0bb7f236400a49669ffdd1be617959a8b1d1065081789d7bbff88eded3a8071",
+                            "7442e4e9b732a508f80e141e7c2913437a3610ee0c77381a66658c3a445df87b")),
+            (".1", "092824", ("7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69",
+                              "6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38",
+                              "a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5",
+                              "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318")),
+        )
+        for size, digest in zip(("tiny", "small", "base-plus", "large"), digests)
+    },
+    # MedSAM2: bowang-lab/MedSAM2 download.sh (Hugging Face wanglab/MedSAM2, "recommended"
+    # MedSAM2_latest.pt). No digest is published: the file is checked by a strict key and shape
+    # load only.
+    "medsam2": WeightsSource(
+        filename="MedSAM2_latest.pt",
+        urls=("https://huggingface.co/wanglab/MedSAM2/resolve/main/MedSAM2_latest.pt",),
+        sha256=None,
+    ),
 }
 
 

@@ -11,6 +11,11 @@ Each family follows its reference pipeline exactly (../shared/docs/design.md):
   boxes scaled by 1024 / [W, H, W, H]; 256 x 256 logits bilinear straight to (H, W).
 - SAM: longest side -> 1024 (bilinear), ImageNet mean/std, zero-pad to 1024; coordinates scaled
   by the resize factor; logits -> 1024 -> crop -> (H, W).
+- SAM2 (and MedSAM2 at 512): the image predictor's transform (facebookresearch/sam2
+  ``SAM2Transforms``): /255, square resize with torch bilinear + antialias (torchvision's tensor
+  ``Resize``), ImageNet mean/std; coordinates x / W * S, y / H * S in float32; low-resolution
+  logits bilinear straight to (H, W). Volumes go through :class:`SAM2FrameGeometry` instead:
+  frames as the video predictors load them (PIL bicubic resize of the uint8 RGB slice).
 
 All thresholds are "logit > 0", i.e. sigmoid > 0.5 as in the references.
 Arrays: images are H x W x 3 uint8 RGB (use :mod:`medsamkit.preprocessing.intensity` first);
@@ -222,11 +227,101 @@ class SAMGeometry(ModelGeometry):
         return F.interpolate(full[..., :nh, :nw], frame.original_size, mode="bilinear", align_corners=False)
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class SAM2Geometry(ModelGeometry):
+    """SAM2's image predictor: square resize of the /255 image (torch bilinear, antialias),
+    ImageNet mean/std (float32)."""
+
+    family = "sam2"
+    input_size = 1024
+
+    def __init__(self, input_size: int | None = None) -> None:
+        if input_size is not None:
+            self.input_size = int(input_size)
+
+    def frame(self, original_size: tuple[int, int]) -> Frame:
+        return Frame(tuple(original_size), (self.input_size, self.input_size), self.input_size)
+
+    def prepare_image(self, image: np.ndarray) -> tuple[torch.Tensor, Frame]:
+        # the exact reference path: the resize works on the float image, not on uint8
+        frame = self.frame(image.shape[:2])
+        tensor = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float().div(255)
+        size = (self.input_size, self.input_size)
+        tensor = F.interpolate(tensor[None], size=size, mode="bilinear", align_corners=False, antialias=True)
+        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)[:, None, None]
+        std = torch.tensor(IMAGENET_STD, dtype=torch.float32)[:, None, None]
+        return (tensor - mean) / std, frame
+
+    def resize_image(self, image: np.ndarray) -> tuple[np.ndarray, Frame]:
+        """The resized uint8 image (for caches; rounding to uint8 makes :meth:`normalise` of it
+        differ from :meth:`prepare_image` by up to half a grey level)."""
+        frame = self.frame(image.shape[:2])
+        tensor = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float()
+        tensor = F.interpolate(tensor[None], size=(self.input_size, self.input_size), mode="bilinear",
+                               align_corners=False, antialias=True)
+        return tensor[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy(), frame
+
+    def normalise(self, resized: np.ndarray) -> torch.Tensor:
+        mean, std = np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32)
+        return _to_tensor((resized.astype(np.float32) / 255.0 - mean) / std, self.input_size)
+
+    def _scale_xy(self, coords: np.ndarray, frame: Frame) -> torch.Tensor:
+        h, w = frame.original_size
+        t = torch.as_tensor(np.asarray(coords, dtype=np.float64), dtype=torch.float32).clone()
+        t[..., 0] = t[..., 0] / w
+        t[..., 1] = t[..., 1] / h
+        return t * self.input_size
+
+    def boxes_to_model(self, boxes: np.ndarray, frame: Frame) -> torch.Tensor:
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        return self._scale_xy(boxes.reshape(-1, 2, 2), frame).reshape(-1, 4)
+
+    def points_to_model(self, points: np.ndarray, frame: Frame) -> torch.Tensor:
+        return self._scale_xy(points, frame)
+
+    def logits_to_original(self, low_res_logits: torch.Tensor, frame: Frame) -> torch.Tensor:
+        return F.interpolate(low_res_logits, frame.original_size, mode="bilinear", align_corners=False)
+
+
+class MedSAM2Geometry(SAM2Geometry):
+    """MedSAM2 (SAM2.1-tiny at 512 px): the SAM2 image transform at 512."""
+
+    family = "medsam2"
+    input_size = 512
+
+
+class SAM2FrameGeometry(SAM2Geometry):
+    """Volume slices as SAM2's video predictors load frames (facebookresearch/sam2
+    ``load_video_frames``; bowang-lab/MedSAM2 ``medsam2_infer_3D_CT.py``): the uint8 RGB slice
+    resized with PIL (bicubic), /255, ImageNet mean/std computed in float64 (MedSAM2's script)
+    with the float32 constants, then float32."""
+
+    family = "sam2-frames"
+
+    def prepare_image(self, image: np.ndarray) -> tuple[torch.Tensor, Frame]:
+        resized, frame = self.resize_image(image)
+        return self.normalise(resized), frame
+
+    def resize_image(self, image: np.ndarray) -> tuple[np.ndarray, Frame]:
+        frame = self.frame(image.shape[:2])
+        size = (self.input_size, self.input_size)
+        return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC)), frame
+
+    def normalise(self, resized: np.ndarray) -> torch.Tensor:
+        mean = np.array(IMAGENET_MEAN, np.float32).astype(np.float64)
+        std = np.array(IMAGENET_STD, np.float32).astype(np.float64)
+        return _to_tensor((resized / 255.0 - mean) / std, self.input_size)
+
+
 GEOMETRIES: dict[str, type[ModelGeometry]] = {
-    cls.family: cls for cls in (LiteMedSAMGeometry, MedSAMGeometry, SAMGeometry)
+    cls.family: cls for cls in (LiteMedSAMGeometry, MedSAMGeometry, SAMGeometry, SAM2Geometry, MedSAM2Geometry)
 }
 
 
 def geometry_for(family: str) -> ModelGeometry:
-    """The geometry object of a preprocessing family ("litemedsam", "medsam" or "sam")."""
+    """The geometry object of a preprocessing family ("litemedsam", "medsam", "sam", "sam2" or
+    "medsam2")."""
     return GEOMETRIES[family]()
