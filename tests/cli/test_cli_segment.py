@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from medsamkit.cli import common
+from medsamkit.inference import factory
 from medsamkit.cli.main import main
 from medsamkit.inference.predictor import Predictor
 from medsamkit.models.loader import load_model
@@ -81,7 +82,7 @@ def cached_load_model(name=None, checkpoint=None, device="auto", **kw):
 @pytest.fixture(autouse=True)
 def fast_model(monkeypatch):
     monkeypatch.setattr(common, "load_model", cached_load_model)
-    monkeypatch.setattr(common, "Predictor", MemoPredictor)
+    monkeypatch.setattr(factory, "Predictor", MemoPredictor)
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +273,7 @@ def test_models_lists_the_registry(capsys):
     lines = stdout.splitlines()
     assert lines[0].startswith("weights cache: ")
     listed = [ln.split()[0] for ln in lines[1:] if not ln.startswith(" ")]
-    assert listed == list(MODELS) and len(listed) == 5
+    assert listed == list(MODELS) and len(listed) == 14  # SAM family 5, SAM2 family 9
     block = stdout.split("litemedsam (default)\n", 1)[1].split("\n")[:2]
     assert "file lite_medsam.pth: present: " in block[1]
     assert block[1].rstrip().endswith("lite_medsam.pth")

@@ -59,7 +59,8 @@ def lite():
 
 
 def test_registry_names_and_default():
-    assert set(MODELS) == {"litemedsam", "medsam-vit-b", "sam-vit-b", "sam-vit-l", "sam-vit-h"}
+    sam2 = {f"sam2{v}-hiera-{s}" for v in ("", ".1") for s in ("tiny", "small", "base-plus", "large")}
+    assert set(MODELS) == {"litemedsam", "medsam-vit-b", "sam-vit-b", "sam-vit-l", "sam-vit-h", "medsam2"} | sam2
     assert DEFAULT_MODEL == "litemedsam"
     for name, spec in MODELS.items():
         assert spec.name == name and get_spec(name) is spec
@@ -75,8 +76,8 @@ def test_unknown_model_name_lists_the_known_ones():
     assert all(name in msg for name in MODELS)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-def test_every_registry_name_builds_its_architecture(name, meta_models):
+@pytest.mark.parametrize("name", [n for n, s in MODELS.items() if s.family == "sam"])
+def test_every_registry_name_builds_its_architecture(name, meta_models):  # SAM2: tests/models/test_sam2_config.py
     spec = MODELS[name]
     if spec.architecture == "tinyvit":
         model = meta_models["tinyvit"]

@@ -5,8 +5,8 @@ a raw state_dict, ``{"model": state_dict, ...}`` (MedSAM training checkpoints),
 ``{"state_dict": ...}`` (Lightning), and keys prefixed by ``module.`` (DDP) or ``model.``
 (a LightningModule attribute), and Hugging Face transformers ``SamModel`` files (``.safetensors``
 or torch, e.g. wanglab/medsam-vit-base; see :mod:`.hf_convert`). Saving writes the official
-layout: a raw state_dict with ``image_encoder.``, ``prompt_encoder.`` and ``mask_decoder.`` keys,
-readable by the original tools.
+layout: a raw state_dict with ``image_encoder.``, ``prompt_encoder.`` and ``mask_decoder.`` keys
+(SAM family) or ``{"model": state_dict}`` (SAM2, MedSAM2), readable by the original tools.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 
 _WRAPPER_KEYS = ("model", "state_dict", "model_state_dict")
 _PREFIXES = ("module.", "model.", "_orig_mod.")
-_PARTS = ("image_encoder.", "prompt_encoder.", "mask_decoder.")
+_PARTS = ("image_encoder.", "prompt_encoder.", "mask_decoder.", "sam_prompt_encoder.", "sam_mask_decoder.",
+          "memory_attention.", "memory_encoder.")
+_SAM2_PARTS = ("sam_mask_decoder.", "memory_attention.")
 
 
 def _is_state_dict(obj: object) -> bool:
@@ -139,7 +141,9 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Save the model's weights in the official layout (a raw state_dict), atomically."""
+    """Save the model's weights in the official layout, atomically: a raw state_dict for the
+    SAM family (as ``sam_vit_b_01ec64.pth``), ``{"model": state_dict}`` for SAM2 (as
+    ``sam2.1_hiera_tiny.pt``, which the official ``build_sam2`` reads)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -147,6 +151,8 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike) -> Path:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         # a DDP or torch.compile wrapper prefixes every key ("module.", "_orig_mod."): drop it
         state = normalise_state_dict(state, source=str(path))
+        if any(k.startswith(_SAM2_PARTS) for k in state):
+            state = {"model": state}
         torch.save(state, tmp)
         os.replace(tmp, path)
     finally:

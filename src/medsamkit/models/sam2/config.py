@@ -40,14 +40,15 @@ HIERA_SIZES: dict[str, HieraSize] = {
 
 @dataclass(frozen=True)
 class SAM2Config:
-    """One buildable configuration: a Hiera size, the version and the input size."""
+    """One buildable configuration: a Hiera size (a name of :data:`HIERA_SIZES`, or a
+    :class:`HieraSize` for small test models), the version and the input size."""
 
-    hiera: str
+    hiera: str | HieraSize
     version: str = "2.1"
     image_size: int = 1024
 
     def __post_init__(self) -> None:
-        if self.hiera not in HIERA_SIZES:
+        if not isinstance(self.hiera, HieraSize) and self.hiera not in HIERA_SIZES:
             raise ValueError(f"unknown Hiera size {self.hiera!r}; known: {', '.join(HIERA_SIZES)}")
         if self.version not in ("2", "2.1"):
             raise ValueError(f"SAM2 version must be '2' or '2.1', got {self.version!r}")
@@ -71,8 +72,12 @@ SAM2_ARCHITECTURES: dict[str, SAM2Config] = {
 def build_sam2(config: SAM2Config, hidden: int = 256, mem_dim: int = 64, dropout: float = 0.1,
                drop_path_rate: float = 0.0, stability: StabilityFallback | None = None) -> SAM2Base:
     """A randomly initialised SAM2 of ``config`` (load weights with
-    :func:`medsamkit.models.checkpoint.load_state_dict_strict`)."""
-    size = HIERA_SIZES[config.hiera]
+    :func:`medsamkit.models.checkpoint.load_state_dict_strict`).
+
+    ``hidden`` and ``mem_dim`` are 256 and 64 in every official configuration (smaller values
+    make small test models); ``dropout`` is the memory attention's (active in training only),
+    ``drop_path_rate`` Hiera's stochastic depth (0 in the official configurations)."""
+    size = config.hiera if isinstance(config.hiera, HieraSize) else HIERA_SIZES[config.hiera]
     grid = config.image_size // 16
     image_encoder = ImageEncoder(Hiera(size, drop_path_rate), FpnNeck(hidden, size.channels), scalp=1)
     prompt_encoder = PromptEncoder(embed_dim=hidden, image_embedding_size=(grid, grid),
@@ -89,3 +94,12 @@ def build_architecture(name: str) -> SAM2Base:
         return build_sam2(SAM2_ARCHITECTURES[name])
     except KeyError:
         raise ValueError(f"unknown SAM2 architecture {name!r}; known: {', '.join(SAM2_ARCHITECTURES)}") from None
+
+
+#: A very small Hiera for fast tests and examples (not a released model): 4 one-block stages.
+TEST_HIERA = HieraSize(8, 1, (1, 1, 1, 1), (3,), window_spec=(4, 2, 2, 1), pos_embed_grid=(4, 4))
+
+
+def build_test_model(image_size: int = 64, version: str = "2.1", hidden: int = 32, mem_dim: int = 16) -> SAM2Base:
+    """A randomly initialised SAM2 with every part of the real ones but tiny widths (tests)."""
+    return build_sam2(SAM2Config(TEST_HIERA, version, image_size), hidden=hidden, mem_dim=mem_dim)
