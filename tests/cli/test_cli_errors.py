@@ -113,7 +113,7 @@ CASES = [
     ("incomplete checkpoint, model named", ["{d}/good.png", "--box", GOOD_BOX, "--checkpoint", "{d}/incomplete.pth",
                                             "--model", "sam-vit-b"],
      ["{d}/incomplete.pth does not fit the sam-vit-b model.", "weights the model needs are missing from the file",
-      "The file looks like a tinyvit checkpoint; pick the matching --model."]),
+      "The file looks like a tinyvit checkpoint; pick the matching --model (litemedsam)."]),
 ]
 
 

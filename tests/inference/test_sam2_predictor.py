@@ -34,6 +34,21 @@ TARGET = SHARED / "parity" / "sam2.1-hiera-tiny_2d_kvasir.npz"
 needs_target = pytest.mark.skipif(not TARGET.is_file(), reason=f"{TARGET} absent (the shared parity data)")
 
 
+@pytest.fixture(autouse=True)
+def _one_thread_for_tiny_models(request):
+    """The tiny model's operations are too small for two threads (on a busy machine, thread
+    hand-offs make them 50x slower); parity tests keep torch's default."""
+    if "parity" in request.fixturenames:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class TinyGeometry(SAM2Geometry):
     input_size = 64
 

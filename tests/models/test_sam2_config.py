@@ -172,7 +172,7 @@ def test_medsam2_file_name_or_model_option_picks_medsam2(tiny_state, tmp_path):
     with pytest.raises(CheckpointError) as info:
         load_model("sam2-hiera-small", checkpoint=tmp_path / "weights.pt", device="cpu")
     assert "looks like a sam2.1-hiera-t checkpoint" in str(info.value)
-    assert "--model medsam2 or sam2.1-hiera-tiny" in str(info.value)
+    assert "pick the matching --model (medsam2 or sam2.1-hiera-tiny)" in str(info.value)
 
 
 # --- the zoo: official files, downloaded and verified (served from 127.0.0.1 here) ---------------

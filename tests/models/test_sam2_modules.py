@@ -25,6 +25,18 @@ from medsamkit.models.sam2.tracking import (
 S = 64  # tiny model input; features 4 x 4, low-res masks 16 x 16
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The tiny model's operations are too small for two threads (on a busy machine, thread
+    hand-offs make them 50x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)

@@ -59,7 +59,9 @@ def add_volume_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--overlap", choices=list(OVERLAP_RULES), default="logit",
                    help="a voxel two objects claim goes to the highest logit (default), to the object with the "
                         "smaller mask on that slice (nested structures), or to the object given last (LiteMedSAM's script)")
-    g.add_argument("--keep-largest", action="store_true", help="keep each label's largest 3D connected component")
+    g.add_argument("--keep-largest", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep each label's largest 3D connected component (default: on for SAM2-family "
+                        "models, as MedSAM2 does; off for LiteMedSAM/MedSAM/SAM)")
     g.add_argument("--fill-holes", action="store_true", help="fill enclosed holes of each label in 3D")
     g.add_argument("--series", metavar="UID|INDEX", help="DICOM folders with several series: which one")
 

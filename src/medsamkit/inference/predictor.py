@@ -75,6 +75,9 @@ class Predictor:
         encoder: replaces ``model.encode`` (e.g. an :class:`~medsamkit.inference.onnx_encoder.OnnxEncoder`).
     """
 
+    #: the model family ("sam2" for :class:`~medsamkit.inference.sam2_predictor.SAM2Predictor`)
+    family = "sam"
+
     def __init__(
         self, model: Sam, geometry: ModelGeometry, encoder: Callable[[torch.Tensor], torch.Tensor] | None = None
     ) -> None:

@@ -11,7 +11,8 @@ The forms a user can give (each becomes one :class:`VolumePrompt`):
 - **2D box on a slice** ``X0,Y0,X1,Y1`` with a key slice ``Z`` and optionally a range
   ``Z0,Z1``. Without a range the object is taken to be about as deep as it is wide: the key
   slice plus/minus half the box's longest side, converted to slices with the spacing
-  (:func:`default_z_range`).
+  (:func:`default_z_range`); SAM2-family models (MedSAM2) propagate through the whole volume
+  instead, as MedSAM2 does (``VolumePrompt.z_range_given``).
 - **RECIST line** ``X0,Y0,X1,Y1,Z``: the two end points of a lesion's longest diameter on slice
   ``Z``. The box is a square centred on the line's midpoint whose side is the line's length
   times :data:`RECIST_BOX_SCALE` (in mm, so it stays square in the patient when the pixels are
@@ -67,12 +68,15 @@ class VolumePrompt:
         z_range: ``(z0, z1)`` inclusive: propagation goes from the key slice up to z1 and down
             to z0.
         label: the value written for this object (None: its 1-based position).
+        z_range_given: False when ``z_range`` is a default (a 2D box or RECIST line without a
+            range); a strategy may then choose its own (SAM2 memory propagation: the whole volume).
     """
 
     box: tuple[float, float, float, float]
     key_slice: int
     z_range: tuple[int, int]
     label: int | None = None
+    z_range_given: bool = True
 
     @classmethod
     def from_box3d(cls, box: Sequence[float], label: int | None = None,
@@ -134,6 +138,7 @@ class PromptSpec:
             raise fail("has a non-finite coordinate")
         key = _slice_index(self.key_slice, "key slice", nz, fail)
         z_range = None
+        given = self.z_range is not None or self.kind == "box3d"
         if self.z_range is not None:
             z_range = tuple(_slice_index(z, "z", nz, fail) for z in self.z_range)
         if self.kind == "box3d":
@@ -160,7 +165,8 @@ class PromptSpec:
             raise fail(f"z range {z0},{z1} is inverted")
         if not z0 <= key <= z1:
             raise fail(f"key slice {key} is outside its z range {z0}..{z1}")
-        return VolumePrompt(tuple(float(v) for v in box), key, (z0, z1), self.label)  # type: ignore[arg-type]
+        return VolumePrompt(tuple(float(v) for v in box), key, (z0, z1), self.label,  # type: ignore[arg-type]
+                            z_range_given=given)
 
 
 def _slice_index(value: float | None, name: str, nz: int, fail) -> int | None:

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from ..io.geometry import Geometry
 from ..io.volume import read_volume
 from ..preprocessing.intensity import Scheme, select_scheme
 from ..preprocessing.labels import fill_holes, largest_connected_component
+from .memory_propagate import MemoryConfig
 from .predictor import Predictor
 from .prompts3d import VolumePrompt, check_prompt, prompts_from_labels
 from .propagate import BoxPropagator, PropagationConfig, Propagator, SliceResult, VolumeSlices
@@ -35,11 +36,13 @@ class Cleanup:
     """Optional 3D cleanup of each object of a label volume.
 
     Attributes:
-        keep_largest: keep only each label's largest 26-connected component (MedSAM2 does this).
+        keep_largest: keep only each label's largest 26-connected component (MedSAM2 does this);
+            None: the propagation strategy's default (on for SAM2 memory propagation, as MedSAM2,
+            off for LiteMedSAM box propagation).
         fill_holes: fill each label's enclosed holes in 3D (only where the background is).
     """
 
-    keep_largest: bool = False
+    keep_largest: bool | None = None
     fill_holes: bool = False
 
     def __call__(self, labels: np.ndarray) -> np.ndarray:
@@ -66,7 +69,8 @@ class VolumeOptions:
 
     Attributes:
         modality, window: intensity scheme (see :func:`~medsamkit.preprocessing.intensity.select_scheme`).
-        propagation: box growth and stopping rule.
+        propagation: box growth and stopping rule (LiteMedSAM-style box propagation).
+        memory: SAM2 memory propagation options (SAM2, SAM2.1, MedSAM2).
         cleanup: 3D post-processing of each object.
         overlap: who gets a voxel several objects claim: ``"logit"`` (the highest logit),
             ``"smallest"`` (the object with the smaller mask on that slice) or ``"last"`` (the
@@ -77,6 +81,7 @@ class VolumeOptions:
     modality: str | None = None
     window: str | None = None
     propagation: PropagationConfig = field(default_factory=PropagationConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
     cleanup: Cleanup = field(default_factory=Cleanup)
     overlap: str = "logit"
     progress: bool = False
@@ -202,11 +207,12 @@ def segment_volume(
         geometry: its geometry; returned unchanged with the labels.
         prompts: :class:`VolumePrompt` objects or 6-number boxes ``(x0, y0, z0, x1, y1, z1)``
             (voxel indices; key slice = middle slice).
-        predictor: the model with its geometry (encodes slices, decodes boxes).
+        predictor: the model with its geometry (encodes slices, decodes boxes); its family
+            picks the propagation strategy (:func:`default_propagator`).
         options: intensity scheme, propagation rule, cleanup, progress bar.
         scheme: an intensity scheme to use instead of the one ``options`` selects (e.g. for a
             DICOM CT, ``select_scheme("ct")[0]``).
-        propagator: replaces the default :class:`BoxPropagator` (same interface).
+        propagator: replaces the family's propagator (same interface).
         source: the volume's file, named in errors.
 
     Raises:
@@ -231,7 +237,7 @@ def segment_volume(
     log.info("intensity scheme (whole volume): %s", description)
     slices = VolumeSlices(scheme(array))
 
-    propagator = propagator or BoxPropagator(predictor, options.propagation)
+    propagator = propagator or default_propagator(predictor, options)
     state = propagator.init_state(slices, prompts)
     up, down = state.plan()
     assembler = LabelAssembler(array.shape, label_ids, options.overlap)
@@ -246,9 +252,22 @@ def segment_volume(
     seconds = time.perf_counter() - start
     log.info("%d objects over %d slices: %d encoder calls, %d batched decoder calls, %.1f s",
              len(prompts), len(visited), state.encoder_calls, state.decoder_calls, seconds)
-    labels = options.cleanup(assembler.volume)
+    cleanup = options.cleanup
+    if cleanup.keep_largest is None:
+        cleanup = replace(cleanup, keep_largest=bool(getattr(propagator, "keeps_largest_component", False)))
+    labels = cleanup(assembler.volume)
     return VolumeSegmentation(labels, geometry, label_ids, state.encoder_calls, state.decoder_calls,
                               len(visited), state.spilled, description, seconds)
+
+
+def default_propagator(predictor: Predictor, options: VolumeOptions) -> Propagator:
+    """The model family's 3D strategy: SAM2 memory propagation (SAM2, SAM2.1, MedSAM2) or
+    LiteMedSAM-style box propagation (SAM, MedSAM, LiteMedSAM)."""
+    if getattr(predictor, "family", "sam") == "sam2":
+        from .memory_propagate import MemoryPropagator
+
+        return MemoryPropagator(predictor, options.memory)  # type: ignore[arg-type]
+    return BoxPropagator(predictor, options.propagation)
 
 
 def read_label_prompts(path: str | os.PathLike, shape: Sequence[int], labels: Sequence[int] | None = None

@@ -134,7 +134,7 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
             from .registry import MODELS
 
             names = [s.name for s in MODELS.values() if s.key_layout == guess]
-            choice = f" (--model {' or '.join(names)})" if names else ""
+            choice = f" ({' or '.join(names)})" if names else ""
             parts.append(f"The file looks like a {guess} checkpoint; pick the matching --model{choice}.")
         raise CheckpointError(" ".join(parts))
     model.load_state_dict(state, strict=True)
