@@ -20,7 +20,6 @@ import pytest
 import torch
 from PIL import Image
 
-from medsamkit.cli import common
 from medsamkit.cli.main import main
 from medsamkit.inference.factory import make_predictor
 from medsamkit.inference.sam2_predictor import SAM2Predictor
@@ -193,7 +192,8 @@ def test_parity_logits_iou_and_masks(parity, case):
 def test_parity_through_the_cli(parity, tmp_path, capsys, monkeypatch):
     ref, predictor, embedding, checkpoint, image_path, loaded = parity
     # the CLI's own path, with the model and the image's embedding shared with the tests above
-    monkeypatch.setattr(common, "load_model", lambda name, ckpt, device: loaded if Path(ckpt) == checkpoint else None)
+    monkeypatch.setattr("medsamkit.models.loader.load_model",
+                        lambda name, ckpt, device: loaded if Path(ckpt) == checkpoint else None)
     digest = hashlib.sha1(np.asarray(Image.open(image_path).convert("RGB")).tobytes()).hexdigest()
     original_embed = SAM2Predictor.embed
     monkeypatch.setattr(SAM2Predictor, "embed", lambda self, image: embedding

@@ -8,7 +8,6 @@ import torch
 
 from ..models.loader import LoadedModel
 from ..preprocessing.geometry import geometry_for
-from .predictor import Predictor
 
 
 def make_predictor(loaded: LoadedModel, encoder: Callable[[torch.Tensor], object] | None = None):
@@ -19,6 +18,8 @@ def make_predictor(loaded: LoadedModel, encoder: Callable[[torch.Tensor], object
     ``encoder`` replaces the model's image encoder (an inference engine); for SAM2 it returns
     the three feature maps of :meth:`medsamkit.models.sam2.base.SAM2Base.encode`.
     """
+    from .predictor import Predictor  # looked up at call time (tests substitute it)
+
     geometry = geometry_for(loaded.spec.preprocessing)
     if loaded.spec.family == "sam2":
         from .sam2_predictor import SAM2Predictor
