@@ -94,7 +94,7 @@ def test_geometry_for_returns_the_family(family):
     assert geometry.family == family
     assert type(geometry) is {"litemedsam": LiteMedSAMGeometry, "medsam": MedSAMGeometry, "sam": SAMGeometry}[family]
     with pytest.raises(KeyError):
-        geometry_for("sam2")
+        geometry_for("no-such-family")
 
 
 # --- LiteMedSAM ---------------------------------------------------------------------------
