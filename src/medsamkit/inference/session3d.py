@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..preprocessing.labels import box_from_mask
-from .clicks import Click, check_clicks_3d
+from .clicks import Click, check_clicks_3d, prompt_record
 from .predictor import ImageEmbedding, Predictor
 from .prompts3d import VolumePrompt, check_prompt
 from .propagate import PropagationConfig, Propagator, SliceSource, VolumeSlices
@@ -69,6 +69,7 @@ class VolumeObject:
         z_range: ``(z0, z1)`` inclusive; a foreground click outside it extends it.
         clicks: the clicks so far, in order.
         slices: slice index -> :class:`SliceState` (never modified: updates make a new mapping).
+        given_range: the z range the object was given (``z_range`` may have grown since).
     """
 
     obj_id: int
@@ -78,10 +79,16 @@ class VolumeObject:
     z_range: tuple[int, int]
     clicks: tuple[Click, ...]
     slices: Mapping[int, SliceState] = field(default_factory=dict)
+    given_range: tuple[int, int] | None = None
 
     def prompt(self) -> VolumePrompt:
         """The object as a :class:`VolumePrompt` (box, key slice, range, label, clicks)."""
         return VolumePrompt(self.box, self.key_slice, self.z_range, self.label, self.clicks)
+
+    def given_prompt(self) -> VolumePrompt:
+        """The prompt as the object was given (its first z range) with all its clicks: replaying it
+        gives this object again."""
+        return VolumePrompt(self.box, self.key_slice, self.given_range or self.z_range, self.label, self.clicks)
 
     def clicks_on(self, z: int) -> tuple[Click, ...]:
         return tuple(c for c in self.clicks if c.z == z)
@@ -393,6 +400,12 @@ class Session3D:
             raise InputError(None, f"no object {obj_id} in this session (objects: "
                                    f"{', '.join(map(str, self._history.current)) or 'none'})") from None
 
+    def prompt_records(self) -> list[dict]:
+        """The objects as prompts-file entries (the 2D box with its key slice and z range, the
+        label, the clicks in order); ``medsamkit segment VOLUME --boxes-file`` replays them."""
+        return [prompt_record(o.box, o.clicks, o.label, slice=o.key_slice if o.box is not None else None,
+                              z_range=list(o.given_range or o.z_range)) for o in self.objects]
+
     def label_map(self) -> np.ndarray:
         """(z, y, x) label volume: a voxel claimed by several objects goes to the highest logit."""
         objects = self.objects
@@ -436,7 +449,8 @@ class Session3D:
             check_prompt(p, self.shape, source, where=f"object {i + 1} ({p.describe()})")
             label = p.label if p.label is not None else _next_label(used)
             used.append(label)
-            new.append(VolumeObject(self._next_id + i, label, p.box, p.key_slice, p.z_range, p.points))
+            new.append(VolumeObject(self._next_id + i, label, p.box, p.key_slice, p.z_range, p.points,
+                                    given_range=p.z_range))
         self._next_id += len(new)
         done = self.refiner.segment(new)
         state = dict(self._history.current)
