@@ -12,14 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
 
 from medsamkit.cli.main import main
+from medsamkit.inference.clicks import Click
 from medsamkit.inference.factory import make_predictor
 from medsamkit.inference.memory_propagate import MemoryConfig, MemoryPropagator, fill_small_holes
 from medsamkit.inference.prompts3d import VolumePrompt
@@ -60,7 +59,10 @@ class TinyGeometry(SAM2Geometry):
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
-    predictor = SAM2Predictor(build_test_model(64).eval(), TinyGeometry())
+    model = build_test_model(64).eval()
+    with torch.no_grad():  # the object is always present: masks carry the prompts' effect
+        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0)
+    predictor = SAM2Predictor(model, TinyGeometry())
     rng = np.random.default_rng(0)
     volume = rng.integers(0, 255, (12, 30, 40), dtype=np.uint8)
     volume[:, 8:22, 10:30] = 230  # a bright block through every slice
@@ -137,15 +139,36 @@ def test_memory_stays_bounded_on_long_volumes(tiny):
 
 def test_box_then_clicks_become_points_per_slice(tiny):
     predictor, slices = tiny
-    click = SimpleNamespace  # the prompt data model's clicks: x, y, z, label
-    prompt = SimpleNamespace(box=(10.0, 8.0, 30.0, 22.0), key_slice=5, z_range=(3, 6), z_range_given=True,
-                             points=(click(x=20.0, y=15.0, z=5, label=0), click(x=12.0, y=10.0, z=9, label=1)))
+    prompt = VolumePrompt((10.0, 8.0, 30.0, 22.0), 5, (3, 6), points=(Click(20.0, 15.0, 0, z=5), Click(12.0, 10.0, 1, z=9)))
     state, results = _run(MemoryPropagator(predictor), slices, [prompt])
     obj = state.objects[0]
     assert sorted(obj.prompts) == [5, 9] and obj.z_range == (3, 9)  # the click's slice joins the range
     assert obj.prompts[5].labels.tolist() == [[2, 3, 0]] and obj.prompts[9].labels.tolist() == [[1]]
     assert torch.allclose(obj.prompts[5].coords[0, 0], torch.tensor([10 / 40 * 64, 8 / 30 * 64]))
     assert sorted(obj.cond) == [5, 9] and sorted(r.z for r in results) == list(range(3, 10))
+
+
+def test_a_point_only_object_starts_from_its_clicks(tiny):
+    predictor, slices = tiny
+    prompt = VolumePrompt(None, 4, (0, 11), points=(Click(20.0, 15.0, 1, z=4), Click(5.0, 5.0, 0, z=4)),
+                          z_range_given=False)
+    state, results = _run(MemoryPropagator(predictor), slices, [prompt])
+    assert state.objects[0].prompts[4].labels.tolist() == [[1, 0]]
+    assert sorted(r.z for r in results) == list(range(12)) and state.encoder_calls == 12
+
+
+def test_clicks_reach_memory_propagation_through_segment_volume(tiny):
+    predictor, slices = tiny
+    box = VolumePrompt((10.0, 8.0, 30.0, 22.0), 5, (0, 11))
+    clicked = VolumePrompt((10.0, 8.0, 30.0, 22.0), 5, (0, 11), points=(Click(12.0, 10.0, 0, z=5),))
+    _, plain = _run(MemoryPropagator(predictor), slices, [box])
+    _, clicked_results = _run(MemoryPropagator(predictor), slices, [clicked])
+    assert not np.allclose(_per_object(plain)[(0, 5)], _per_object(clicked_results)[(0, 5)])  # the click counts
+    result = segment_volume(slices.volume, Geometry.identity(), [clicked], predictor,
+                            VolumeOptions(cleanup=Cleanup(keep_largest=False)))
+    assert result.encoder_calls == 12  # the memory propagator, not an interactive session
+    expected = np.stack([_per_object(clicked_results)[(0, z)] for z in range(12)]) > 0
+    assert np.array_equal(result.labels > 0, expected)
 
 
 def test_small_background_holes_are_filled():

@@ -205,7 +205,7 @@ class PromptSpec:
             raise fail(f"z range {z0},{z1} is inverted")
         if not z0 <= key <= z1:
             raise fail(f"key slice {key} is outside its z range {z0}..{z1}")
-        return VolumePrompt(None, key, (z0, z1), self.label, self.points, z_range_given=z_range is not None)
+        return VolumePrompt(None, key, (z0, z1), self.label, self.points)  # the default range is already the volume
 
 
 def _slice_index(value: float | None, name: str, nz: int, fail) -> int | None:
