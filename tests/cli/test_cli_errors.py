@@ -41,7 +41,17 @@ def cached_load_model(name=None, checkpoint=None, device="auto", **kw):
 
 @pytest.fixture(autouse=True)
 def fast_model(monkeypatch):
-    monkeypatch.setattr(common, "load_model", cached_load_model)
+    monkeypatch.setattr("medsamkit.models.loader.load_model", cached_load_model)
+
+
+@pytest.fixture
+def no_model(fast_model, monkeypatch):
+    """These errors must be found before a model is loaded."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the error was found")
+
+    monkeypatch.setattr("medsamkit.models.loader.load_model", refuse)
 
 
 def make_png(path: Path) -> Path:
@@ -206,7 +216,7 @@ def test_usage_errors_are_one_line(capsys, argv, fragment):
 
 
 @pytest.mark.parametrize("which", ["mask", "overlay"])
-def test_output_equal_to_input_is_refused(inputs, tmp_path, capsys, which):
+def test_output_equal_to_input_is_refused(inputs, tmp_path, capsys, no_model, which):
     image = tmp_path / "image.png"
     shutil.copy(inputs / "good.png", image)
     before = image.read_bytes()
@@ -224,7 +234,7 @@ def test_output_equal_to_input_is_refused(inputs, tmp_path, capsys, which):
     assert not other.exists()  # neither output is written when one of them is refused
 
 
-def test_overlay_equal_to_mask_is_refused(inputs, tmp_path, capsys):
+def test_overlay_equal_to_mask_is_refused(inputs, tmp_path, capsys, no_model):
     mask = tmp_path / "mask.png"
     mask.write_bytes(SENTINEL)
     code = main(["-q", "segment", str(inputs / "good.png"), "--box", GOOD_BOX, "-o", str(mask),
@@ -234,7 +244,7 @@ def test_overlay_equal_to_mask_is_refused(inputs, tmp_path, capsys):
     assert mask.read_bytes() == SENTINEL and sorted(p.name for p in tmp_path.iterdir()) == ["mask.png"]
 
 
-def test_folder_overlay_equal_to_mask_folder_is_refused(inputs, tmp_path, capsys):
+def test_folder_overlay_equal_to_mask_folder_is_refused(inputs, tmp_path, capsys, no_model):
     folder = tmp_path / "imgs"
     folder.mkdir()
     shutil.copy(inputs / "good.png", folder / "a.png")

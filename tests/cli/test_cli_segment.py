@@ -80,8 +80,8 @@ def cached_load_model(name=None, checkpoint=None, device="auto", **kw):
 
 @pytest.fixture(autouse=True)
 def fast_model(monkeypatch):
-    monkeypatch.setattr(common, "load_model", cached_load_model)
-    monkeypatch.setattr(common, "Predictor", MemoPredictor)
+    monkeypatch.setattr("medsamkit.models.loader.load_model", cached_load_model)
+    monkeypatch.setattr("medsamkit.inference.predictor.Predictor", MemoPredictor)
 
 
 @pytest.fixture(scope="module")
@@ -239,6 +239,27 @@ def test_folder_mode_with_csv(scene, tmp_path, capsys):
     code, stdout, _ = run_cli(capsys, "segment", folder, "--boxes-file", boxes, "-o", masks, "--overwrite")
     assert code == 0
     assert stdout.splitlines()[0] == "2 segmented, 0 already done (skipped), 0 failed, 1 without boxes"
+
+
+def test_folder_whose_masks_all_exist_loads_no_model(scene, tmp_path, capsys, monkeypatch):
+    image, _, _ = scene
+    folder, masks = tmp_path / "imgs", tmp_path / "masks"
+    folder.mkdir()
+    masks.mkdir()
+    for name in ("p1", "p2"):
+        (folder / f"{name}.png").write_bytes(image.read_bytes())
+        (masks / f"{name}.png").write_bytes(b"done before")
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"p1.png": box_of(ELLIPSE_A), "p2.png": box_of(ELLIPSE_B)}), encoding="utf-8")
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded although every mask exists")
+
+    monkeypatch.setattr("medsamkit.models.loader.load_model", no_model)
+    code, stdout, _ = run_cli(capsys, "segment", folder, "--boxes-file", boxes, "-o", masks)
+    assert code == 0
+    assert stdout.splitlines()[0] == "0 segmented, 2 already done (skipped), 0 failed, 0 without boxes"
+    assert (masks / "p1.png").read_bytes() == b"done before"
 
 
 def test_folder_mode_needs_named_boxes(scene, tmp_path, capsys):

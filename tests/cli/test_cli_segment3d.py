@@ -37,8 +37,8 @@ OBLIQUE = Geometry(spacing=(2.5, 0.8, 0.7), origin=(4.25, -7.5, 33.0), direction
 
 @pytest.fixture(autouse=True)
 def fast_model(monkeypatch):
-    monkeypatch.setattr(common, "load_model", cached_load_model)
-    monkeypatch.setattr(common, "Predictor", MemoPredictor)
+    monkeypatch.setattr("medsamkit.models.loader.load_model", cached_load_model)
+    monkeypatch.setattr("medsamkit.inference.predictor.Predictor", MemoPredictor)
 
 
 def ellipsoid(spec) -> np.ndarray:

@@ -1,35 +1,39 @@
-"""Options shared by several verbs: model choice, device, threads, intensity scheme."""
+"""Options shared by several verbs: model choice, device, threads, intensity scheme.
+
+This module is imported to build the parser (``medsamkit --help``), so it imports nothing heavy
+at module level: option choices come from :mod:`medsamkit.choices`; torch, the models and the
+predictors are imported inside the functions that need them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from ..choices import BACKENDS, DEFAULT_BACKEND, DEFAULT_MODEL, DEVICES, MODALITIES, MODEL_NAMES
+from ..errors import InputError, MedsamkitError
 
-from ..errors import MedsamkitError
-from ..inference.baseline import BaselinePredictor, is_baseline_checkpoint, load_baseline_predictor
-from ..inference.onnx_encoder import OnnxEncoder
-from ..inference.predictor import Predictor
-from ..models.loader import LoadedModel, load_model, resolve_device
-from ..models.registry import DEFAULT_MODEL, MODELS
-from ..models.zoo import cache_dir
-from ..preprocessing.geometry import geometry_for
-from ..preprocessing.intensity import MODALITIES
+if TYPE_CHECKING:
+    from ..inference.baseline import BaselinePredictor
+    from ..inference.predictor import Predictor
+    from ..models.loader import LoadedModel
 
 log = logging.getLogger("medsamkit.cli")
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", choices=list(MODELS), default=None,
+    g.add_argument("--model", choices=list(MODEL_NAMES), default=None,
                    help=f"registry model (default {DEFAULT_MODEL}; with --checkpoint: recognised from the file)")
     g.add_argument("--checkpoint", metavar="PATH", default=None,
                    help="weights file to use instead of the registry's (raw, {'model': ...} or 'module.'-prefixed)")
-    g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
+    g.add_argument("--device", choices=list(DEVICES), default="auto",
                    help="auto picks cuda, then mps, then cpu")
     g.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch")
-    g.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+    g.add_argument("--backend", choices=list(BACKENDS), default=DEFAULT_BACKEND,
                    help="image encoder runtime on CPU: torch, or onnx (ONNX Runtime, ~3x faster, same masks; "
                         "needs onnxruntime and onnx; exported once and cached)")
 
@@ -43,7 +47,30 @@ def add_intensity_options(p: argparse.ArgumentParser) -> None:
                    help="CT window preset (abdomen, liver, lung, brain, bone, mediastinum) or level,width")
 
 
+def check_readable(path: str | os.PathLike, missing: str = "no such file or folder") -> Path:
+    """``path`` as a Path, after checking that it exists (else InputError(path, missing)) and can be
+    read: run before any model loads, so a wrong path fails at once."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, missing)
+    if not os.access(path, os.R_OK):
+        raise InputError(path, "cannot be read (permission denied)")
+    return path
+
+
+def check_model_options(args: argparse.Namespace) -> None:
+    """Checks of the model options that need no model: run them before anything is loaded."""
+    if args.threads is not None and args.threads < 1:
+        raise MedsamkitError(f"--threads {args.threads}: give a positive number of CPU threads")
+    if args.checkpoint is not None:
+        path = check_readable(args.checkpoint, "checkpoint file not found")
+        if path.is_dir():
+            raise InputError(path, "is a folder; --checkpoint takes a weights file")
+
+
 def _set_threads(args: argparse.Namespace) -> None:
+    import torch
+
     if args.threads is not None:
         if args.threads < 1:
             raise MedsamkitError(f"--threads {args.threads}: give a positive number of CPU threads")
@@ -53,6 +80,11 @@ def _set_threads(args: argparse.Namespace) -> None:
 def make_2d_predictor(args: argparse.Namespace) -> Predictor | BaselinePredictor:
     """The predictor for 2D segmentation: a SAM-family model (:func:`make_predictor`), or a
     baseline exported by ``medsamkit fit`` when --checkpoint is one (its sidecar says so)."""
+    import torch
+
+    from ..inference.baseline import is_baseline_checkpoint, load_baseline_predictor
+    from ..models.loader import resolve_device
+
     if not is_baseline_checkpoint(args.checkpoint):
         return make_predictor(args)[0]
     if getattr(args, "backend", "torch") != "torch":
@@ -66,6 +98,14 @@ def make_2d_predictor(args: argparse.Namespace) -> Predictor | BaselinePredictor
 
 
 def make_predictor(args: argparse.Namespace) -> tuple[Predictor, LoadedModel]:
+    import torch
+
+    from ..inference.onnx_encoder import OnnxEncoder
+    from ..inference.predictor import Predictor
+    from ..models.loader import load_model
+    from ..models.zoo import cache_dir
+    from ..preprocessing.geometry import geometry_for
+
     _set_threads(args)
     loaded = load_model(args.model, args.checkpoint, device=args.device)
     log.info("model %s on %s (%d threads); weights %s", loaded.spec.name, loaded.device,

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..choices import RANKS
 from ..errors import InputError
-from ..evaluation.compare import (RANKS, choose_cases, comparison_table, grid_sources, load_models,
-                                  write_box_plots, write_grid)
-from ..evaluation.report import write_text
 
 HELP = "compare evaluation reports: markdown table, box plots and a side-by-side grid of cases"
 TABLE_NAME, GRID_NAME = "comparison.md", "grid.png"
@@ -47,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise InputError(out, "is a file; compare needs an output folder")
+    from ..evaluation.compare import (choose_cases, comparison_table, grid_sources, load_models, write_box_plots,
+                                      write_grid)
+    from ..evaluation.report import write_text
+
     models = load_models(args.reports, _split(args.names), _split(args.pred_dirs))
     table = comparison_table(models)
     write_text(out / TABLE_NAME, table)

@@ -12,11 +12,8 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import InputError
-from ..inference.segment2d import Segmenter2D
-from .common import add_model_options, make_predictor
+from .common import add_model_options, check_model_options, make_predictor
 
 HELP = "segment a real CT slice offline with the default model and write mask + overlay PNGs"
 
@@ -43,6 +40,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..inference.segment2d import Segmenter2D
+
+    check_model_options(args)
     image = demo_image_path()
     out = Path(args.output_dir)
     mask_path, overlay_path = out / "ct_small_mask.png", out / "ct_small_overlay.png"

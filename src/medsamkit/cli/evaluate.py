@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..data.splits import read_split_file
+from typing import TYPE_CHECKING
+
+from ..choices import REPORT_CSV as CSV_NAME
+from ..choices import REPORT_MARKDOWN as MARKDOWN_NAME
+from ..choices import REPORT_SUMMARY as SUMMARY_NAME
 from ..errors import InputError
-from ..evaluation.evaluate import EvalOptions, evaluate_folders
-from ..evaluation.masks import parse_threshold
-from ..evaluation.report import CSV_NAME, MARKDOWN_NAME, SUMMARY_NAME, markdown_table, write_report
+
+if TYPE_CHECKING:
+    from ..evaluation.evaluate import EvalOptions
 
 HELP = "score predicted masks against ground-truth masks (DSC, IoU, NSD, HD95)"
 
@@ -55,6 +59,8 @@ def _numbers(text: str | None, what: str, kind: type) -> tuple | None:
 
 def case_ids_from(spec: str) -> list[str]:
     """The ids of ``FILE``, ``FILE:train`` or ``FILE:val`` (a split file)."""
+    from ..data.splits import read_split_file
+
     path, _, part = spec.rpartition(":")
     if part not in ("train", "val") or not path:
         path, part = spec, ""
@@ -63,6 +69,9 @@ def case_ids_from(spec: str) -> list[str]:
 
 
 def options_from(args: argparse.Namespace) -> EvalOptions:
+    from ..evaluation.evaluate import EvalOptions
+    from ..evaluation.masks import parse_threshold
+
     labels = _numbers(args.labels, "--labels", int)
     if labels is not None and any(v <= 0 for v in labels):
         raise InputError(None, f"--labels {args.labels}: label ids must be positive")
@@ -79,6 +88,9 @@ def options_from(args: argparse.Namespace) -> EvalOptions:
 def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise InputError(None, f"--workers {args.workers}: give 1 or more worker processes")
+    from ..evaluation.evaluate import evaluate_folders
+    from ..evaluation.report import markdown_table, write_report
+
     options = options_from(args)
     for folder, what in ((args.pred, "prediction"), (args.gt, "ground-truth"), (args.images, "image")):
         if folder is not None and not Path(folder).is_dir():

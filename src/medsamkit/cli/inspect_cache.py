@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..data.cache import PreprocessedCache
-from ..data.inspect import contact_sheet, pick_samples, sample_tile, summary_lines
 from ..errors import InputError
-from ..io.writers import write_png
 
 HELP = "summarise a preprocess cache and draw a few samples (mask and box on the image)"
 
@@ -28,6 +25,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise InputError(None, f"--n {args.n}: draw at least one sample")
+    from ..data.cache import PreprocessedCache
+    from ..data.inspect import contact_sheet, pick_samples, sample_tile, summary_lines
+    from ..io.writers import write_png
+
     cache = PreprocessedCache(args.cache)
     for line in summary_lines(cache.manifest):
         print(line)

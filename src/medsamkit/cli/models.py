@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..models.registry import DEFAULT_MODEL, MODELS
-from ..models.zoo import WEIGHTS, cache_dir, locate
-
 HELP = "list the available models and where their weights are"
 
 
@@ -16,6 +13,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..models.registry import DEFAULT_MODEL, MODELS
+    from ..models.zoo import WEIGHTS, cache_dir, locate
+
     print(f"weights cache: {cache_dir()} (set MEDSAMKIT_CACHE to move it)")
     for name, spec in MODELS.items():
         source = WEIGHTS[spec.weights]

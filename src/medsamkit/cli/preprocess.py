@@ -5,11 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..data.inspect import summary_lines
-from ..data.layouts import LAYOUTS
-from ..data.preprocess import PreprocessSettings, RunOptions, SplitSpec, preprocess_dataset
+from ..choices import DEFAULT_MODEL, LAYOUT_NAMES, MODEL_NAMES
 from ..errors import InputError
-from ..models.registry import DEFAULT_MODEL, MODELS
 from .common import add_intensity_options
 
 HELP = "preprocess a dataset into a cache of model-ready 2D samples (for training)"
@@ -24,8 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", metavar="DATASET",
                    help="dataset folder (nnU-Net/MSD, Kvasir, images+masks, REFUGE, BTCV, MedSAM npy/npz)")
     p.add_argument("-o", "--output", required=True, metavar="CACHE", help="cache folder to create or resume")
-    p.add_argument("--layout", choices=list(LAYOUTS), default=None, help="dataset layout (default: detected)")
-    p.add_argument("--model", choices=list(MODELS), default=DEFAULT_MODEL,
+    p.add_argument("--layout", choices=list(LAYOUT_NAMES), default=None, help="dataset layout (default: detected)")
+    p.add_argument("--model", choices=list(MODEL_NAMES), default=DEFAULT_MODEL,
                    help=f"model whose input frame the samples are stored in (default {DEFAULT_MODEL}, 256 px; "
                         "medsam-vit-b and sam-* use 1024 px)")
     add_intensity_options(p)
@@ -66,6 +63,9 @@ def _check(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check(args)
+    from ..data.inspect import summary_lines
+    from ..data.preprocess import PreprocessSettings, RunOptions, SplitSpec, preprocess_dataset
+
     settings = PreprocessSettings(model=args.model, layout=args.layout, modality=args.modality,
                                   window=args.window, channel=args.channel,
                                   min_size_3d=args.min_size_3d, min_size_2d=args.min_size_2d,

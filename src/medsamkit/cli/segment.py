@@ -1,22 +1,24 @@
 """``medsamkit segment``: box-prompted segmentation of one image, a folder of images or a volume.
 
 Volumes (volume file endings, DICOM series folders) go to :mod:`medsamkit.cli.segment3d`.
+Everything a user can get wrong (paths, boxes, outputs over inputs, a folder already done) is
+checked before a model is loaded; the heavy modules are imported only then.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
-from ..inference.baseline import is_baseline_checkpoint
-from ..inference.batch import segment_folder
 from ..inference.prompts import BoxPrompt, parse_box, prompts_for_image, read_boxes_file
-from ..inference.segment2d import Segmenter2D
 from . import segment3d
-from .common import add_intensity_options, add_model_options, make_2d_predictor
+from .common import add_intensity_options, add_model_options, check_model_options, check_readable, make_2d_predictor
+
+if TYPE_CHECKING:
+    from ..inference.batch import FolderPlan
+    from ..inference.segment2d import Segmenter2D
 
 HELP = "segment an image, a folder of images or a 3D volume from box prompts"
 
@@ -55,9 +57,8 @@ def _cli_prompts(args: argparse.Namespace) -> list[BoxPrompt]:
 
 
 def run(args: argparse.Namespace) -> int:
-    source = Path(args.input)
-    if not source.exists():
-        raise InputError(source, "no such file or folder")
+    source = check_readable(args.input)
+    check_model_options(args)
     if segment3d.wants_volume(args, source):
         return segment3d.run(args)
     if segment3d.has_volume_options(args):
@@ -65,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
                                  "a NIfTI/MHA/NRRD file or a DICOM series folder")
     prompts = _cli_prompts(args)
     if args.boxes_file:
-        prompts += read_boxes_file(args.boxes_file)
-    if prompts and _automatic_checkpoint(args) and is_baseline_checkpoint(args.checkpoint):
+        prompts += read_boxes_file(check_readable(args.boxes_file, "boxes file not found"))
+    if prompts and _automatic_checkpoint(args) and _baseline_checkpoint(args):
         raise InputError(args.checkpoint, "is a baseline that segments without a box (unet): "
                                           "leave out --box and --boxes-file")
     if not prompts:
@@ -80,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
     mine = [p for p in prompts if p.image is None] + prompts_for_image(prompts, source)
     if not mine:
         raise InputError(args.boxes_file, f"no box in the file is for {source.name}")
+    _check_file_outputs(args, source)
+    import numpy as np
+
+    from ..inference.segment2d import Segmenter2D
+
     predictor = make_2d_predictor(args)
     segmenter = Segmenter2D(predictor, args.modality, args.window)
     boxes = np.array([p.box for p in mine], dtype=np.float64)
@@ -91,8 +97,31 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_file_outputs(args: argparse.Namespace, source: Path) -> None:
+    """A single image's mask and overlay: neither over the input, nor over each other."""
+    from ..io.writers import check_not_input
+
+    for out in (args.output, args.overlay):
+        if out is not None:
+            if Path(out).is_dir():
+                raise InputError(out, "is a folder; a single image needs an output file path")
+            check_not_input(out, [source, args.boxes_file, args.checkpoint])
+    if args.overlay is not None and Path(args.overlay).resolve() == Path(args.output).resolve():
+        raise InputError(args.overlay, "the overlay would replace the mask: give the overlay another path")
+
+
+def _baseline_checkpoint(args: argparse.Namespace) -> bool:
+    if args.checkpoint is None:
+        return False
+    from ..inference.baseline import is_baseline_checkpoint
+
+    return is_baseline_checkpoint(args.checkpoint)
+
+
 def _automatic_checkpoint(args: argparse.Namespace) -> bool:
     """Whether --checkpoint was exported by an automatic-mode fine-tuning (its .json sidecar says so)."""
+    if args.checkpoint is None:
+        return False
     from ..training.export import is_automatic
 
     return is_automatic(args.checkpoint)
@@ -102,12 +131,17 @@ def _run_automatic(args: argparse.Namespace, source: Path) -> int:
     """No box and an automatic-mode checkpoint: segment each image's single target with no prompt."""
     from ..training.automatic import AutomaticSegmenter, automatic_prompts
 
+    plan = None
     if source.is_dir():
-        _check_folder_outputs(args, source)
+        plan = _plan_folder(args, source, automatic_prompts(source))
+        if not plan.todo:
+            return _finish_folder(args, None, plan)
+    else:
+        _check_file_outputs(args, source)
     predictor = make_2d_predictor(args)
     segmenter = AutomaticSegmenter(predictor, args.modality, args.window)
-    if source.is_dir():
-        return _segment_folder(args, segmenter, source, automatic_prompts(source))
+    if plan is not None:
+        return _finish_folder(args, segmenter, plan)
     segmenter.segment_file(source, None, args.output, None, args.overlay)
     print(f"wrote {args.output} (automatic mode: no prompt)")
     if args.overlay:
@@ -118,12 +152,19 @@ def _run_automatic(args: argparse.Namespace, source: Path) -> int:
 def _run_folder(args: argparse.Namespace, folder: Path, prompts: list[BoxPrompt]) -> int:
     if not args.boxes_file or any(p.image is None for p in prompts):
         raise InputError(args.boxes_file or folder, "folder input needs a --boxes-file that names the image of every box")
-    _check_folder_outputs(args, folder)
+    plan = _plan_folder(args, folder, prompts)
+    if not plan.todo:  # every mask exists (or no image has boxes): no model to load
+        return _finish_folder(args, None, plan)
+    from ..inference.segment2d import Segmenter2D
+
     predictor = make_2d_predictor(args)
-    return _segment_folder(args, Segmenter2D(predictor, args.modality, args.window), folder, prompts)
+    return _finish_folder(args, Segmenter2D(predictor, args.modality, args.window), plan)
 
 
-def _check_folder_outputs(args: argparse.Namespace, folder: Path) -> None:
+def _plan_folder(args: argparse.Namespace, folder: Path, prompts: list[BoxPrompt]) -> FolderPlan:
+    """Check the output folders against the input, then list the images left to segment."""
+    from ..inference.batch import plan_folder
+
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise InputError(out, "folder input needs an output folder, and this is a file")
@@ -133,11 +174,14 @@ def _check_folder_outputs(args: argparse.Namespace, folder: Path) -> None:
                                      "choose another folder")
     if args.overlay is not None and Path(args.overlay).resolve() == out.resolve():
         raise InputError(args.overlay, "is the mask folder: the overlays would replace the masks; choose another folder")
+    return plan_folder(folder, prompts, out, overwrite=args.overwrite)
 
 
-def _segment_folder(args: argparse.Namespace, segmenter: Segmenter2D, folder: Path, prompts: list[BoxPrompt]) -> int:
+def _finish_folder(args: argparse.Namespace, segmenter: Segmenter2D | None, plan: FolderPlan) -> int:
+    from ..inference.batch import run_plan
+
     out = Path(args.output)
-    summary = segment_folder(segmenter, folder, prompts, out, args.overlay, overwrite=args.overwrite)
+    summary = run_plan(segmenter, plan, out, args.overlay, progress=not args.quiet, folder=args.input)
     print(summary.line())
     for path, err in summary.failed.items():
         print(f"  failed: {err}")

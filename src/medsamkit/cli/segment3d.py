@@ -9,25 +9,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ..choices import OVERLAP_RULES
 from ..errors import InputError
-from ..inference.baseline import is_baseline_checkpoint
-from ..inference.batch import list_images
 from ..inference.prompts import read_boxes_file
-from ..inference.prompts3d import PromptSpec, VolumePrompt, box_spec, parse_pair, read_boxes3d_file, recist_spec
-from ..inference.propagate import PropagationConfig
-from ..inference.volume3d import (
-    OVERLAP_RULES,
-    Cleanup,
-    VolumeOptions,
-    is_dicom_ct,
-    read_label_prompts,
-    segment_volume,
-)
-from ..io.dicom_series import list_dicom_series
-from ..io.volume import VOLUME_SUFFIXES, read_volume, volume_suffix, write_volume
-from ..io.writers import check_not_input
-from .common import make_predictor
+from .common import check_readable, make_predictor
+
+if TYPE_CHECKING:
+    from ..inference.prompts3d import PromptSpec, VolumePrompt
 
 #: Options that only make sense for volumes (their argparse dest names).
 VOLUME_ONLY = ("slice", "z_range", "recist", "boxes_from_labels", "labels", "stop_when_empty",
@@ -85,6 +75,10 @@ def wants_volume(args: argparse.Namespace, source: Path) -> bool:
     it holds a DICOM series and no other images and the boxes file does not name images (a
     folder of 2D images with per-image boxes stays the 2D folder mode).
     """
+    from ..inference.batch import list_images
+    from ..io.dicom_series import list_dicom_series
+    from ..io.volume import volume_suffix
+
     if volume_suffix(source) is not None:
         return True
     if not source.is_dir():
@@ -110,6 +104,8 @@ def _one_each(values: list, n: int, option: str) -> list:
 
 def _cli_specs(args: argparse.Namespace) -> list[PromptSpec]:
     """PromptSpecs from --box/--recist with --label/--slice/--z-range, then from --boxes-file."""
+    from ..inference.prompts3d import box_spec, parse_pair, read_boxes3d_file, recist_spec
+
     n_boxes = len(args.box)
     labels = args.label or []
     if labels and len(labels) != n_boxes + len(args.recist):
@@ -151,6 +147,9 @@ def _label_ids(text: str | None) -> list[int] | None:
 
 
 def _check_outputs(args: argparse.Namespace, source: Path) -> Path:
+    from ..io.volume import VOLUME_SUFFIXES, volume_suffix
+    from ..io.writers import check_not_input
+
     output = Path(args.output)
     if volume_suffix(output) is None:
         raise InputError(output, f"a volume's segmentation is a volume: end the output in one of "
@@ -158,11 +157,17 @@ def _check_outputs(args: argparse.Namespace, source: Path) -> Path:
     if args.overlay is not None:
         raise InputError(args.overlay, "--overlay is for 2D images; open the input and the output volume "
                                        "together in a viewer (ITK-SNAP, 3D Slicer)")
-    check_not_input(output, [source, args.boxes_from_labels])
+    check_not_input(output, [source, args.boxes_from_labels, args.boxes_file, args.checkpoint])
+    if args.boxes_file is not None:
+        check_readable(args.boxes_file, "boxes file not found")
+    if args.boxes_from_labels is not None:
+        check_readable(args.boxes_from_labels, "label volume not found")
     return output
 
 
 def _prompts(args: argparse.Namespace, source: Path, shape: tuple[int, ...], geometry) -> list[VolumePrompt]:
+    from ..inference.volume3d import read_label_prompts
+
     if args.labels and not args.boxes_from_labels:
         raise InputError(None, "--labels selects labels of --boxes-from-labels; give that option too")
     if args.boxes_from_labels:
@@ -179,8 +184,16 @@ def _prompts(args: argparse.Namespace, source: Path, shape: tuple[int, ...], geo
 
 def run(args: argparse.Namespace) -> int:
     """Segment one volume: read, resolve the prompts, propagate, write with the input's geometry."""
+    from ..inference.baseline import is_baseline_checkpoint
+    from ..inference.propagate import PropagationConfig
+    from ..inference.volume3d import Cleanup, VolumeOptions, is_dicom_ct, segment_volume
+    from ..io.volume import read_volume, write_volume
+
     source = Path(args.input)
     output = _check_outputs(args, source)
+    if args.checkpoint is not None and is_baseline_checkpoint(args.checkpoint):
+        raise InputError(args.checkpoint, "is a 2D baseline (unet/prompted-resnet); 3D propagation needs a "
+                                          "SAM-family model (LiteMedSAM, MedSAM, SAM or one fine-tuned from them)")
     if args.grow < 0:
         raise InputError(None, f"--grow {args.grow} must be >= 0 pixels")
     series = args.series
@@ -198,9 +211,6 @@ def run(args: argparse.Namespace) -> int:
         cleanup=Cleanup(keep_largest=args.keep_largest, fill_holes=args.fill_holes),
         overlap=args.overlap, progress=not args.quiet,
     )
-    if is_baseline_checkpoint(args.checkpoint):
-        raise InputError(args.checkpoint, "is a 2D baseline (unet/prompted-resnet); 3D propagation needs a "
-                                          "SAM-family model (LiteMedSAM, MedSAM, SAM or one fine-tuned from them)")
     predictor, _ = make_predictor(args)
     result = segment_volume(array, geometry, prompts, predictor, options, source=source)
     write_volume(output, result.labels, result.geometry, mask=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medsamkit import choices
 from medsamkit.data.cases import index_by_stem, list_files
 from medsamkit.errors import InputError
 from medsamkit.io.image2d import read_image_2d
@@ -33,7 +34,7 @@ from .report import Report, read_report
 
 logger = logging.getLogger(__name__)
 
-RANKS: tuple[str, ...] = ("first", "spread")
+RANKS: tuple[str, ...] = choices.RANKS
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medsamkit import choices
 from medsamkit.data.cases import read_json
 from medsamkit.errors import InputError
 from medsamkit.io.writers import atomic_output
@@ -32,7 +33,7 @@ from .accumulate import CaseLabelResult, MetricAccumulator
 from .evaluate import Evaluation
 from .metrics import METRICS, Scores
 
-CSV_NAME, SUMMARY_NAME, MARKDOWN_NAME = "per_case.csv", "summary.json", "summary.md"
+CSV_NAME, SUMMARY_NAME, MARKDOWN_NAME = choices.REPORT_CSV, choices.REPORT_SUMMARY, choices.REPORT_MARKDOWN
 CSV_COLUMNS: tuple[str, ...] = ("case", "label", "status", *METRICS, "pred_voxels", "gt_voxels")
 
 #: What each metric means, written into summary.json.

@@ -40,6 +40,37 @@ def list_images(folder: Path) -> list[Path]:
     )
 
 
+@dataclass
+class FolderPlan:
+    """What a folder run has to do, worked out before any model is loaded.
+
+    ``todo`` holds (image, its prompts) pairs whose mask is missing (or every one with ``overwrite``);
+    ``unmatched`` the image names of the boxes file that match no image of the folder.
+    """
+
+    todo: list[tuple[Path, list[BoxPrompt]]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    no_boxes: list[str] = field(default_factory=list)
+    unmatched: set[str] = field(default_factory=set)
+
+
+def plan_folder(folder: str | Path, prompts: list[BoxPrompt], out_dir: str | Path, overwrite: bool = False) -> FolderPlan:
+    """Pair each image of ``folder`` with its prompts; leave out those whose mask exists."""
+    folder, out_dir = Path(folder), Path(out_dir)
+    plan = FolderPlan(unmatched={p.image for p in prompts if p.image is not None})
+    for path in list_images(folder):
+        mine = prompts_for_image(prompts, path)
+        for p in mine:
+            plan.unmatched.discard(p.image)
+        if not mine:
+            plan.no_boxes.append(str(path))
+        elif (out_dir / f"{path.stem}.png").exists() and not overwrite:
+            plan.skipped.append(str(path))
+        else:
+            plan.todo.append((path, mine))
+    return plan
+
+
 def segment_folder(
     segmenter: Segmenter2D,
     folder: str | Path,
@@ -54,22 +85,24 @@ def segment_folder(
     Images whose mask already exists are skipped (rerun to resume) unless ``overwrite``.
     A failing image is logged and counted; the others go on.
     """
-    folder, out_dir = Path(folder), Path(out_dir)
-    images = list_images(folder)
-    summary = BatchSummary()
-    unmatched = {p.image for p in prompts if p.image is not None}
-    bar = tqdm(images, desc="segment", unit="img", disable=not progress)
-    for path in bar:
-        mine = prompts_for_image(prompts, path)
-        for p in mine:
-            unmatched.discard(p.image)
-        if not mine:
-            summary.no_boxes.append(str(path))
-            continue
+    plan = plan_folder(folder, prompts, out_dir, overwrite)
+    return run_plan(segmenter, plan, out_dir, overlay_dir, progress, folder)
+
+
+def run_plan(
+    segmenter: Segmenter2D,
+    plan: FolderPlan,
+    out_dir: str | Path,
+    overlay_dir: str | Path | None = None,
+    progress: bool = True,
+    folder: str | Path | None = None,
+) -> BatchSummary:
+    """Segment the images of a :func:`plan_folder` plan (``segmenter`` may be None when it has none)."""
+    out_dir = Path(out_dir)
+    summary = BatchSummary(skipped=list(plan.skipped), no_boxes=list(plan.no_boxes))
+    bar = tqdm(plan.todo, desc="segment", unit="img", disable=not progress or not plan.todo)
+    for path, mine in bar:
         output = out_dir / f"{path.stem}.png"
-        if output.exists() and not overwrite:
-            summary.skipped.append(str(path))
-            continue
         overlay = None if overlay_dir is None else Path(overlay_dir) / f"{path.stem}.png"
         boxes = np.array([p.box for p in mine], dtype=np.float64)
         try:
@@ -80,7 +113,7 @@ def segment_folder(
             continue
         summary.done.append(str(path))
         bar.set_postfix(failed=len(summary.failed))
-    if unmatched:
-        log.warning("%d image names in the boxes file match no image in %s: %s", len(unmatched), folder,
-                    ", ".join(sorted(unmatched)[:5]))
+    if plan.unmatched:
+        log.warning("%d image names in the boxes file match no image in %s: %s", len(plan.unmatched),
+                    folder or "the folder", ", ".join(sorted(plan.unmatched)[:5]))
     return summary

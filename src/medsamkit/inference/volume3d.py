@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .. import choices
 from ..errors import InputError
 from ..io.geometry import Geometry
 from ..io.volume import read_volume
@@ -57,7 +58,7 @@ class Cleanup:
 
 
 #: How a voxel claimed by several objects is labelled (:class:`LabelAssembler`).
-OVERLAP_RULES = ("logit", "smallest", "last")
+OVERLAP_RULES = choices.OVERLAP_RULES
 
 
 @dataclass(frozen=True)

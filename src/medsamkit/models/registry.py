@@ -12,6 +12,7 @@ from functools import partial
 
 from torch import nn
 
+from .. import choices
 from .image_encoder_vit import ImageEncoderViT
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
@@ -110,7 +111,7 @@ MODELS: dict[str, ModelSpec] = {
     )
 }
 
-DEFAULT_MODEL = "litemedsam"
+DEFAULT_MODEL = choices.DEFAULT_MODEL
 
 
 def get_spec(name: str) -> ModelSpec:

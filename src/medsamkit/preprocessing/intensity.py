@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from medsamkit import choices
 from medsamkit.errors import InputError
 from medsamkit.io.image2d import KINDS
 
@@ -48,9 +49,7 @@ WINDOW_PRESETS: dict[str, tuple[float, float]] = {
 DEFAULT_CT_WINDOW = "abdomen"
 
 #: Modalities accepted by :func:`select_scheme` (lower case).
-MODALITIES: tuple[str, ...] = (
-    "auto", "ct", "mr", "mri", "us", "pet", "xray", "other", "percentile", "rgb", "none", "minmax",
-)
+MODALITIES: tuple[str, ...] = choices.MODALITIES
 _PERCENTILE_MODALITIES = frozenset({"mr", "mri", "us", "pet", "xray", "other", "percentile"})
 
 _BLOCK = 1 << 22  # elements converted to float64 at a time (32 MiB), bounding memory on volumes
