@@ -222,7 +222,7 @@ SENTINEL = b"an earlier result, must survive"
      "{d}/narrow.nii.gz: label volume has shape (16, 80, 79) but the image has (16, 80, 80) (z, y, x)"),
     (["--boxes-from-labels", "{d}/labels.nii.gz", "--labels", "4"], "{d}/labels.nii.gz: label 4 not found (labels present: 3,7)"),
     (["--labels", "3", "--box", BOX_A], "--labels selects labels of --boxes-from-labels"),
-    (["--boxes-from-labels", "{d}/labels.nii.gz", "--box", BOX_A], "give either --boxes-from-labels or boxes"),
+    (["--boxes-from-labels", "{d}/labels.nii.gz", "--box", BOX_A], "give either --boxes-from-labels or prompts"),
     ([], "no box given"),
 ])
 def test_bad_volume_prompts(phantom, tmp_path, capsys, argv, message):

@@ -204,7 +204,7 @@ def test_json_wrong_box_names_the_entry(tmp_path, content, where, problem):
 def test_json_record_without_box(tmp_path):
     p = write(tmp_path, "b.json", [{"image": "a.png", "box": [1, 2, 3, 4]}, {"image": "b.png", "bbox": [1, 2, 3, 4]}])
     msg = error_of(p)
-    assert msg.startswith(f"{p}: entry 2 has no 'box' key") and "image, bbox" in msg
+    assert msg.startswith(f"{p}: entry 2 has no 'box' or 'points' key") and "image, bbox" in msg
 
 
 @pytest.mark.parametrize(

@@ -124,7 +124,7 @@ def test_csv_file(tmp_path: Path):
     ('{"a": 1}', "must be a list"),
     ("[[1, 2, 3]]", "entry 1: a box must have 6 numbers, got 3"),
     ('[{"box": [1, 2, 3, 4, 5, 6], "z_range": [1, 2]}]', "entry 1: a 6-number box has its own z range"),
-    ('[{"label": 2}]', "entry 1: has no 'box' or 'recist' key"),
+    ('[{"label": 2}]', "entry 1: has no 'box', 'recist' or 'points' key"),
     ('[{"box": [1, 2, 3, 4, 5, 6], "label": "x"}]', "entry 1: label 'x' is not an integer"),
     ("[]", "no boxes in the file"),
     ("not json", "not valid JSON"),

@@ -12,30 +12,35 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
+from ..inference.clicks import parse_point
 from ..inference.prompts import BoxPrompt, parse_box, prompts_for_image, read_boxes_file
 from . import segment3d
 from .common import add_intensity_options, add_model_options, check_model_options, check_readable, make_2d_predictor
+from .prompt_args import OrderedAppend, add_point_option, group_points
 
 if TYPE_CHECKING:
     from ..inference.batch import FolderPlan
     from ..inference.segment2d import Segmenter2D
 
-HELP = "segment an image, a folder of images or a 3D volume from box prompts"
+HELP = "segment an image, a folder of images or a 3D volume from box and click prompts"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "segment", help=HELP, description=HELP + ". Boxes are pixels of the original image: "
         "X0,Y0,X1,Y1 with x to the right and y down. One box gives a 0/255 mask, several a label map 1..N. "
+        "Clicks (--point X,Y,LABEL) refine the box before them, in order, as in an interactive session. "
         "Without a box, a --checkpoint fine-tuned in automatic mode (medsamkit fit) segments each image's target. "
         "A --checkpoint of a baseline exported by medsamkit fit (unet: no box; prompted-resnet: boxes) runs the same way.",
     )
     p.add_argument("input", metavar="IMAGE", help="2D image (PNG, JPEG, BMP, TIFF, NPY, NPZ, DICOM slice), a folder "
                    "of images, or a volume (NIfTI, MHA, NRRD, DICOM series folder: see '3D volumes')")
-    p.add_argument("--box", action="append", default=[], metavar="X0,Y0,X1,Y1", help="a box prompt (repeat for more)")
+    p.add_argument("--box", action=OrderedAppend, default=[], metavar="X0,Y0,X1,Y1", help="a box prompt (repeat for more)")
+    add_point_option(p)
     p.add_argument("--label", action="append", type=int, default=None, metavar="ID",
-                   help="label id of each --box, in order (default 1..N)")
-    p.add_argument("--boxes-file", metavar="FILE", help="JSON or CSV list of boxes (columns image,x0,y0,x1,y1[,label])")
+                   help="label id of each object (--box, or the point-only object first), in order (default 1..N)")
+    p.add_argument("--boxes-file", metavar="FILE", help="JSON or CSV list of boxes (columns image,x0,y0,x1,y1[,label]); "
+                   "JSON entries may carry clicks: {\"box\": [...], \"points\": [[x, y, 1], [x, y, 0]]}")
     p.add_argument("-o", "--output", required=True, metavar="MASK", help="output mask PNG (a folder for folder input)")
     p.add_argument("--overlay", metavar="PNG", help="also write the image with masks and boxes drawn (a folder for folder input)")
     p.add_argument("--overwrite", action="store_true", help="folder mode: redo images whose mask exists")
@@ -46,14 +51,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cli_prompts(args: argparse.Namespace) -> list[BoxPrompt]:
-    boxes = [parse_box(b) for b in args.box]
+    """The objects of --box/--point/--label on a 2D image (a point-only object first)."""
+    groups = group_points(args)
+    objects: list[tuple[tuple | None, tuple]] = []
+    if groups.leading:
+        objects.append((None, tuple(parse_point(t, 2) for t in groups.leading)))
+    for i, text in enumerate(args.box):
+        objects.append((parse_box(text), tuple(parse_point(t, 2) for t in groups.by_box.get(i, []))))
     labels = args.label or []
-    if labels and len(labels) != len(boxes):
-        raise InputError(None, f"{len(labels)} --label values for {len(boxes)} --box prompts: give one per box")
+    if labels and len(labels) != len(objects):
+        raise InputError(None, f"{len(labels)} --label values for {len(args.box)} --box prompts"
+                               f"{' and a point-only object' if groups.leading else ''}: give one per object")
     for lab in labels:
         if not 1 <= lab <= 65535:
             raise InputError(None, f"--label {lab} must be between 1 and 65535")
-    return [BoxPrompt(b, label=labels[i] if labels else None) for i, b in enumerate(boxes)]  # type: ignore[arg-type]
+    return [BoxPrompt(box, label=labels[i] if labels else None, points=points)  # type: ignore[arg-type]
+            for i, (box, points) in enumerate(objects)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,10 +101,14 @@ def run(args: argparse.Namespace) -> int:
 
     predictor = make_2d_predictor(args)
     segmenter = Segmenter2D(predictor, args.modality, args.window)
-    boxes = np.array([p.box for p in mine], dtype=np.float64)
-    label_map = segmenter.segment_file(source, boxes, args.output, [p.label for p in mine], args.overlay)
+    label_map = segmenter.segment_file(source, mine, args.output, overlay=args.overlay)
     n = len(np.unique(label_map)) - (1 if (label_map == 0).any() else 0)
-    print(f"wrote {args.output} ({len(mine)} box{'es' if len(mine) > 1 else ''}, {n} non-empty object{'s' if n != 1 else ''})")
+    clicks = sum(len(p.points) for p in mine)
+    if clicks:
+        what = f"{len(mine)} object{'s' if len(mine) > 1 else ''}, {clicks} click{'s' if clicks != 1 else ''}"
+    else:
+        what = f"{len(mine)} box{'es' if len(mine) > 1 else ''}"
+    print(f"wrote {args.output} ({what}, {n} non-empty object{'s' if n != 1 else ''})")
     if args.overlay:
         print(f"wrote {args.overlay}")
     return 0

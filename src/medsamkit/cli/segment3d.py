@@ -8,13 +8,16 @@ a DICOM series is segmented by slice propagation (:func:`medsamkit.inference.vol
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..choices import OVERLAP_RULES
 from ..errors import InputError
+from ..inference.clicks import parse_point
 from ..inference.prompts import read_boxes_file
 from .common import check_readable, make_predictor
+from .prompt_args import OrderedAppend, group_points
 
 if TYPE_CHECKING:
     from ..inference.prompts3d import PromptSpec, VolumePrompt
@@ -28,13 +31,14 @@ def add_volume_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "3D volumes", "VOLUME is a NIfTI/MHA/NRRD file or a DICOM series folder; boxes are voxel indices "
         "(x column, y row, z slice, 0-based): --box X0,Y0,Z0,X1,Y1,Z1 segments the middle slice and "
-        "propagates up to Z1 and down to Z0. -o must end in a volume ending (e.g. .nii.gz).")
+        "propagates up to Z1 and down to Z0; --point X,Y,Z,LABEL clicks refine it. -o must end in a volume "
+        "ending (e.g. .nii.gz).")
     g.add_argument("--slice", action="append", type=float, default=None, metavar="Z",
                    help="key slice of each 4-number --box X0,Y0,X1,Y1 (give one for all, or one per box)")
     g.add_argument("--z-range", action="append", default=None, metavar="Z0,Z1",
                    help="slices to propagate over for 4-number boxes and --recist lines (one for all, or one "
                         "per prompt); default: the key slice +- half the box's (line's) size in mm")
-    g.add_argument("--recist", action="append", default=[], metavar="X0,Y0,X1,Y1,Z",
+    g.add_argument("--recist", action=OrderedAppend, default=[], metavar="X0,Y0,X1,Y1,Z",
                    help="a lesion's longest diameter on slice Z: a square box 1.1 x the line's length "
                         "around its midpoint (--label values go to --box prompts first, then these)")
     g.add_argument("--boxes-from-labels", metavar="LABELS",
@@ -103,18 +107,26 @@ def _one_each(values: list, n: int, option: str) -> list:
 
 
 def _cli_specs(args: argparse.Namespace) -> list[PromptSpec]:
-    """PromptSpecs from --box/--recist with --label/--slice/--z-range, then from --boxes-file."""
-    from ..inference.prompts3d import box_spec, parse_pair, read_boxes3d_file, recist_spec
+    """PromptSpecs from --box/--recist/--point with --label/--slice/--z-range, then from --boxes-file.
 
+    Objects in order: a point-only object (points before any box), the --box prompts, the
+    --recist lines; each takes the --point values given just after it.
+    """
+    from ..inference.prompts3d import PromptSpec, box_spec, parse_pair, read_boxes3d_file, recist_spec
+
+    groups = group_points(args)
+    lead = 1 if groups.leading else 0
     n_boxes = len(args.box)
+    n_objects = lead + n_boxes + len(args.recist)
     labels = args.label or []
-    if labels and len(labels) != n_boxes + len(args.recist):
-        raise InputError(None, f"{len(labels)} --label values for {n_boxes + len(args.recist)} --box/--recist "
-                               "prompts: give one per prompt")
+    if labels and len(labels) != n_objects:
+        raise InputError(None, f"{len(labels)} --label values for {n_objects - lead} --box/--recist prompts"
+                               f"{' and a point-only object' if lead else ''}: give one per prompt")
     for lab in labels:
         if not 1 <= lab <= 65535:
             raise InputError(None, f"--label {lab} must be between 1 and 65535")
-    labels = labels or [None] * (n_boxes + len(args.recist))
+    labels = labels or [None] * n_objects
+    lead_label, labels = (labels[0] if lead else None), labels[lead:]
     flat = [len([v for v in b.split(",") if v.strip()]) != 6 for b in args.box]
     n_flat = sum(flat)
     if args.slice and not n_flat:
@@ -125,10 +137,15 @@ def _cli_specs(args: argparse.Namespace) -> list[PromptSpec]:
         raise InputError(None, "--z-range is for 4-number --box prompts and --recist lines; none given")
     ranges = iter(_one_each(ranges_given, n_flat + len(args.recist), "--z-range"))
     specs = []
-    for text, label, is_flat in zip(args.box, labels, flat):
-        specs.append(box_spec(text, label, next(slices), next(ranges)) if is_flat else box_spec(text, label))
-    for text, label in zip(args.recist, labels[n_boxes:]):
-        specs.append(recist_spec(text, label, next(ranges)))
+    if lead:
+        clicks = tuple(parse_point(t, 3) for t in groups.leading)
+        specs.append(PromptSpec("points", (), lead_label, origin=f"--point {groups.leading[0]}", points=clicks))
+    for i, (text, label, is_flat) in enumerate(zip(args.box, labels, flat)):
+        spec = box_spec(text, label, next(slices), next(ranges)) if is_flat else box_spec(text, label)
+        specs.append(replace(spec, points=tuple(parse_point(t, 3) for t in groups.by_box.get(i, []))))
+    for j, (text, label) in enumerate(zip(args.recist, labels[n_boxes:])):
+        spec = recist_spec(text, label, next(ranges))
+        specs.append(replace(spec, points=tuple(parse_point(t, 3) for t in groups.by_recist.get(j, []))))
     if args.boxes_file:
         specs += read_boxes3d_file(args.boxes_file)
     return specs
@@ -171,14 +188,14 @@ def _prompts(args: argparse.Namespace, source: Path, shape: tuple[int, ...], geo
     if args.labels and not args.boxes_from_labels:
         raise InputError(None, "--labels selects labels of --boxes-from-labels; give that option too")
     if args.boxes_from_labels:
-        if args.box or args.recist or args.boxes_file:
-            raise InputError(None, "give either --boxes-from-labels or boxes (--box, --recist, --boxes-file), "
-                                   "not both")
+        if args.box or args.recist or args.boxes_file or getattr(args, "point", None):
+            raise InputError(None, "give either --boxes-from-labels or prompts (--box, --recist, --point, "
+                                   "--boxes-file), not both")
         return read_label_prompts(args.boxes_from_labels, shape, _label_ids(args.labels))
     specs = _cli_specs(args)
     if not specs:
-        raise InputError(None, "no box given: use --box X0,Y0,Z0,X1,Y1,Z1, --recist, --boxes-file FILE "
-                               "or --boxes-from-labels LABELS")
+        raise InputError(None, "no box given: use --box X0,Y0,Z0,X1,Y1,Z1, --recist, --point X,Y,Z,1, "
+                               "--boxes-file FILE or --boxes-from-labels LABELS")
     return [spec.resolve(shape, geometry, source) for spec in specs]
 
 
@@ -216,7 +233,9 @@ def run(args: argparse.Namespace) -> int:
     write_volume(output, result.labels, result.geometry, mask=True)
     present = [lab for lab in dict.fromkeys(result.label_ids) if (result.labels == lab).any()]
     n = len(prompts)
-    print(f"wrote {output} ({n} object{'s' if n != 1 else ''}, {len(present)} non-empty: labels "
+    clicks = sum(len(p.points) for p in prompts)
+    n_text = f"{n} object{'s' if n != 1 else ''}" + (f", {clicks} click{'s' if clicks != 1 else ''}" if clicks else "")
+    print(f"wrote {output} ({n_text}, {len(present)} non-empty: labels "
           f"{','.join(map(str, present)) or 'none'}; {result.slices_visited} slices, "
           f"{result.encoder_calls} encoder calls)")
     return 0

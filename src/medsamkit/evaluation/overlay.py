@@ -24,9 +24,11 @@ def draw_overlay(
     boxes: Sequence[Sequence[float]] = (),
     box_labels: Sequence[int] | None = None,
     alpha: float = 0.45,
+    clicks: Sequence[tuple[float, float, int]] = (),
 ) -> np.ndarray:
     """Blend each label of ``label_map`` (H, W ints, 0 = background) over an H x W x 3 uint8
-    image, outline it, and draw the prompt boxes (x0, y0, x1, y1 pixels) in the label's colour."""
+    image, outline it, and draw the prompt boxes (x0, y0, x1, y1 pixels) in the label's colour
+    and the clicks ``(x, y, 1|0)``: foreground as green discs, background as red discs."""
     out = image.astype(np.float32).copy()
     labels = [int(v) for v in np.unique(label_map) if v != 0]
     for label in labels:
@@ -41,4 +43,9 @@ def draw_overlay(
         label = box_labels[i] if box_labels is not None else i + 1
         x0, y0, x1, y1 = (int(round(v)) for v in box)
         cv2.rectangle(out, (x0, y0), (x1, y1), colour_for(label), thickness)
+    radius = max(2, round(max(image.shape[:2]) / 100))
+    for x, y, positive in clicks:
+        centre = (int(round(x)), int(round(y)))
+        cv2.circle(out, centre, radius, (0, 200, 0) if positive else (220, 0, 0), -1)
+        cv2.circle(out, centre, radius, (255, 255, 255), 1)
     return out

@@ -6,7 +6,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from ..errors import MedsamkitError
@@ -104,9 +103,8 @@ def run_plan(
     for path, mine in bar:
         output = out_dir / f"{path.stem}.png"
         overlay = None if overlay_dir is None else Path(overlay_dir) / f"{path.stem}.png"
-        boxes = np.array([p.box for p in mine], dtype=np.float64)
         try:
-            segmenter.segment_file(path, boxes, output, [p.label for p in mine], overlay)
+            segmenter.segment_file(path, mine, output, overlay=overlay)
         except MedsamkitError as exc:
             summary.failed[str(path)] = str(exc)
             log.error("%s", exc)

@@ -4,8 +4,10 @@ Boxes are pixels of the original image: x0, y0, x1, y1 with x right and y down.
 Accepted files:
 
 - JSON: ``[[x0, y0, x1, y1], ...]`` (one image); ``{"IMAGE": [x0, y0, x1, y1] or [[...], ...]}``;
-  or ``[{"image": "IMAGE", "box": [x0, y0, x1, y1], "label": 3}, ...]``.
-- CSV with a header: columns ``x0,y0,x1,y1`` and optionally ``image`` and ``label``.
+  or ``[{"image": "IMAGE", "box": [x0, y0, x1, y1], "label": 3, "points": [[x, y, 1], [x, y, 0]]}, ...]``
+  (``"points"``: clicks, 1 foreground and 0 background, in the order they are applied; an entry
+  with points and no box is a point-only object).
+- CSV with a header: columns ``x0,y0,x1,y1`` and optionally ``image`` and ``label`` (boxes only).
 
 IMAGE is a file name or stem, matched against the images being segmented.
 """
@@ -19,15 +21,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
+from .clicks import Click, clicks_from_json
 
 
 @dataclass(frozen=True)
 class BoxPrompt:
-    """One box; ``image`` is None when the file names no image; ``label`` None means automatic."""
+    """One object on a 2D image: a box, clicks, or both.
 
-    box: tuple[float, float, float, float]
+    Attributes:
+        box: ``(x0, y0, x1, y1)`` original pixels; None for a point-only object.
+        image: the image the file names (None: the image being segmented).
+        label: the value written for the object (None: automatic).
+        points: clicks ``(x, y, 1|0)`` in the order they are applied.
+    """
+
+    box: tuple[float, float, float, float] | None
     image: str | None = None
     label: int | None = None
+    points: tuple[Click, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.box is None and not self.points:
+            raise ValueError("a prompt needs a box or at least one point")
 
 
 def parse_box(text: str, dims: int = 2) -> tuple[float, ...]:
@@ -77,14 +92,18 @@ def _from_json(data: object, source: str) -> list[BoxPrompt]:
         for i, item in enumerate(data):
             where = f"entry {i + 1}"
             if isinstance(item, dict):
-                if "box" not in item:
-                    raise InputError(source, f"{where} has no 'box' key (keys: {', '.join(item)})")
+                if "box" not in item and "points" not in item:
+                    raise InputError(source, f"{where} has no 'box' or 'points' key (keys: {', '.join(item)})")
                 image = item.get("image")
+                points = clicks_from_json(item["points"], 2, source, where) if "points" in item else ()
+                if "box" not in item and not points:
+                    raise InputError(source, f"{where}: 'points' is empty and there is no box")
                 prompts.append(
                     BoxPrompt(
-                        _box(item["box"], source, where),
+                        _box(item["box"], source, where) if "box" in item else None,
                         image=None if image is None else str(image),
                         label=_label(item.get("label"), source, where),
+                        points=points,
                     )
                 )
             else:

@@ -21,12 +21,18 @@ The forms a user can give (each becomes one :class:`VolumePrompt`):
   where the label has its largest area, the 2D box that slice's bounding box and the z range the
   label's extent (:func:`prompts_from_labels`).
 
+Any of the first three forms may carry **clicks** ``(x, y, z, 1|0)`` (voxel indices, 1 foreground,
+0 background; :mod:`medsamkit.inference.clicks`), applied in order after the box; clicks with no
+box make a **point-only** object (key slice: its first foreground click's slice; z range: the
+whole volume unless given, the propagation stopping where the mask ends).
+
 Files (``--boxes-file``) hold any of the first three forms:
 
 - JSON: a list whose items are ``[x0, y0, z0, x1, y1, z1]`` or objects with ``"box"``
   (6 numbers, or 4 with ``"slice"``) or ``"recist"`` (5 numbers), and optionally ``"label"``,
-  ``"slice"`` (key slice) and ``"z_range"`` ``[z0, z1]``.
-- CSV with a header: columns ``x0,y0,z0,x1,y1,z1`` and optionally ``label`` and ``slice``.
+  ``"slice"`` (key slice), ``"z_range"`` ``[z0, z1]`` and ``"points"`` ``[[x, y, z, 1], ...]``
+  (an object with ``"points"`` and no box is point-only).
+- CSV with a header: columns ``x0,y0,z0,x1,y1,z1`` and optionally ``label`` and ``slice`` (boxes only).
 
 Parsing gives :class:`PromptSpec` objects (numbers and where they came from); they are checked
 and turned into :class:`VolumePrompt` against the volume by :meth:`PromptSpec.resolve`, so every
@@ -48,13 +54,14 @@ import numpy as np
 from ..errors import InputError
 from ..io.geometry import Geometry
 from ..preprocessing.labels import box3d_from_mask, box_from_mask, split_labels
+from .clicks import Click, check_clicks_3d, clicks_from_json
 from .prompts import _label as parse_label
 from .prompts import parse_box
 
 #: The RECIST box's side is the line's length times this (a little room around the lesion).
 RECIST_BOX_SCALE = 1.1
 
-_KINDS = {"box3d": 6, "box2d": 4, "recist": 5}
+_KINDS = {"box3d": 6, "box2d": 4, "recist": 5, "points": 0}
 
 
 @dataclass(frozen=True)
@@ -62,17 +69,24 @@ class VolumePrompt:
     """One object to segment in a volume.
 
     Attributes:
-        box: ``(x0, y0, x1, y1)`` on the key slice, voxel indices.
-        key_slice: the slice segmented first, from ``box``.
+        box: ``(x0, y0, x1, y1)`` on the key slice, voxel indices; None for a point-only object.
+        key_slice: the slice segmented first, from ``box`` (point-only: the first foreground
+            click's slice).
         z_range: ``(z0, z1)`` inclusive: propagation goes from the key slice up to z1 and down
             to z0.
         label: the value written for this object (None: its 1-based position).
+        points: clicks ``(x, y, z, 1|0)`` applied in this order after the box.
     """
 
-    box: tuple[float, float, float, float]
+    box: tuple[float, float, float, float] | None
     key_slice: int
     z_range: tuple[int, int]
     label: int | None = None
+    points: tuple[Click, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.box is None and not self.points:
+            raise ValueError("a volume prompt needs a box or at least one point")
 
     @classmethod
     def from_box3d(cls, box: Sequence[float], label: int | None = None,
@@ -84,9 +98,12 @@ class VolumePrompt:
 
     def describe(self) -> str:
         """The prompt in the ``--box`` 3D form with its key slice, for messages."""
-        x0, y0, x1, y1 = self.box
         z0, z1 = self.z_range
-        return f"{x0:g},{y0:g},{z0},{x1:g},{y1:g},{z1} (key slice {self.key_slice})"
+        clicks = f", {len(self.points)} point{'s' if len(self.points) != 1 else ''}" if self.points else ""
+        if self.box is None:
+            return f"points on slices {z0}..{z1} (key slice {self.key_slice}{clicks})"
+        x0, y0, x1, y1 = self.box
+        return f"{x0:g},{y0:g},{z0},{x1:g},{y1:g},{z1} (key slice {self.key_slice}{clicks})"
 
 
 @dataclass(frozen=True)
@@ -94,13 +111,15 @@ class PromptSpec:
     """A prompt as the user gave it, before it is checked against a volume.
 
     Attributes:
-        kind: ``"box3d"`` (6 numbers), ``"box2d"`` (4 numbers, needs ``key_slice``) or
-            ``"recist"`` (5 numbers ``x0, y0, x1, y1, z``).
+        kind: ``"box3d"`` (6 numbers), ``"box2d"`` (4 numbers, needs ``key_slice``),
+            ``"recist"`` (5 numbers ``x0, y0, x1, y1, z``) or ``"points"`` (no numbers: a
+            point-only object).
         values: the numbers.
         label: label id or None.
         key_slice: key slice (box2d: required; box3d: overrides the middle slice).
-        z_range: ``(z0, z1)`` (box2d, recist: overrides the default depth).
+        z_range: ``(z0, z1)`` (box2d, recist, points: overrides the default depth).
         origin: where it came from, for messages (``--box 1,2,3,4,5,6``, ``boxes.json entry 2``).
+        points: clicks, in order.
     """
 
     kind: str
@@ -109,12 +128,15 @@ class PromptSpec:
     key_slice: float | None = None
     z_range: tuple[float, float] | None = None
     origin: str = ""
+    points: tuple[Click, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
             raise ValueError(f"unknown prompt kind {self.kind!r}; expected one of {', '.join(_KINDS)}")
         if len(self.values) != _KINDS[self.kind]:
             raise ValueError(f"a {self.kind} prompt has {_KINDS[self.kind]} numbers, got {len(self.values)}")
+        if self.kind == "points" and not self.points:
+            raise ValueError("a points prompt needs at least one point")
 
     def resolve(self, shape: Sequence[int], geometry: Geometry | None = None,
                 source: str | os.PathLike | None = None) -> VolumePrompt:
@@ -132,10 +154,13 @@ class PromptSpec:
 
         if not all(math.isfinite(v) for v in self.values):
             raise fail("has a non-finite coordinate")
+        check_clicks_3d(self.points, shape, source, where)
         key = _slice_index(self.key_slice, "key slice", nz, fail)
         z_range = None
         if self.z_range is not None:
             z_range = tuple(_slice_index(z, "z", nz, fail) for z in self.z_range)
+        if self.kind == "points":
+            return self._resolve_points(key, z_range, nz, fail)
         if self.kind == "box3d":
             x0, y0, z0, x1, y1, z1 = self.values
             if z1 < z0:
@@ -160,7 +185,22 @@ class PromptSpec:
             raise fail(f"z range {z0},{z1} is inverted")
         if not z0 <= key <= z1:
             raise fail(f"key slice {key} is outside its z range {z0}..{z1}")
-        return VolumePrompt(tuple(float(v) for v in box), key, (z0, z1), self.label)  # type: ignore[arg-type]
+        return VolumePrompt(tuple(float(v) for v in box), key, (z0, z1), self.label,  # type: ignore[arg-type]
+                            self.points)
+
+    def _resolve_points(self, key: int | None, z_range: tuple[int, int] | None, nz: int, fail) -> VolumePrompt:
+        """A point-only object: key slice = the first foreground click's slice (or the one given)."""
+        if key is None:
+            first = next((c for c in self.points if c.positive), None)
+            if first is None:
+                raise fail("a point-only object needs a foreground point (label 1) to start from")
+            key = int(first.z)  # type: ignore[arg-type]
+        z0, z1 = z_range if z_range is not None else (0, nz - 1)
+        if z1 < z0:
+            raise fail(f"z range {z0},{z1} is inverted")
+        if not z0 <= key <= z1:
+            raise fail(f"key slice {key} is outside its z range {z0}..{z1}")
+        return VolumePrompt(None, key, (z0, z1), self.label, self.points)
 
 
 def _slice_index(value: float | None, name: str, nz: int, fail) -> int | None:
@@ -201,7 +241,9 @@ def check_prompt(prompt: VolumePrompt, shape: Sequence[int], source: str | os.Pa
     def fail(problem: str) -> InputError:
         return InputError(source, f"{where}: {problem}" if where else problem)
 
-    _check_box(prompt.box, (h, w), fail, allow_empty=True)
+    if prompt.box is not None:
+        _check_box(prompt.box, (h, w), fail, allow_empty=True)
+    check_clicks_3d(prompt.points, shape, source, f"{where}: " if where else "")
     z0, z1 = prompt.z_range
     for name, z in (("z0", z0), ("z1", z1), ("key slice", prompt.key_slice)):
         _slice_index(z, name, nz, fail)
@@ -316,14 +358,18 @@ def _spec_from_json(item: object, source: str, where: str) -> PromptSpec:
     z_range = item.get("z_range")
     z_range = None if z_range is None else _numbers(z_range, (2,), "z_range", fail)
     origin = f"{source} {where}"
+    points = clicks_from_json(item["points"], 3, source, where) if "points" in item else ()
     if "recist" in item:
-        return PromptSpec("recist", _numbers(item["recist"], (5,), "recist", fail), label, None, z_range, origin)
+        return PromptSpec("recist", _numbers(item["recist"], (5,), "recist", fail), label, None, z_range, origin,
+                          points)
     if "box" not in item:
-        raise fail(f"has no 'box' or 'recist' key (keys: {', '.join(item)})")
+        if points:
+            return PromptSpec("points", (), label, key, z_range, origin, points)
+        raise fail(f"has no 'box', 'recist' or 'points' key (keys: {', '.join(item)})")
     values = _numbers(item["box"], (4, 6), "box", fail)
     if len(values) == 6 and z_range is not None:
         raise fail("a 6-number box has its own z range; z_range is for 4-number boxes")
-    return PromptSpec("box3d" if len(values) == 6 else "box2d", values, label, key, z_range, origin)
+    return PromptSpec("box3d" if len(values) == 6 else "box2d", values, label, key, z_range, origin, points)
 
 
 def _specs_from_csv(path: Path, source: str) -> list[PromptSpec]:

@@ -1,7 +1,9 @@
-"""Box-prompted segmentation of 2D images: file -> intensity scheme -> predictor -> label map -> PNG.
+"""Prompted segmentation of 2D images: file -> intensity scheme -> session -> label map -> PNG.
 
 This is the library behind ``medsamkit segment IMAGE`` and the folder mode; the CLI only
-parses arguments and prints.
+parses arguments and prints. Prompts (boxes, clicks) go through an interactive
+:class:`~medsamkit.inference.session.Session2D`: a file's clicks are replayed in order exactly as
+if they had been clicked, and boxes without clicks are decoded in one batched call.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..errors import InputError
 from ..evaluation.overlay import draw_overlay
@@ -19,6 +22,9 @@ from ..io.image2d import Image2D, read_image_2d
 from ..io.writers import check_not_input, write_png
 from ..preprocessing.intensity import select_scheme, to_rgb_uint8
 from .predictor import Prediction, Predictor, validate_boxes
+from .prompts import BoxPrompt
+from .refine import label_map_from_logits
+from .session import RefineConfig, Session2D
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +36,7 @@ def label_map_from_prediction(prediction: Prediction, labels: Sequence[int]) -> 
     claim it (logit > 0), so overlapping boxes split the overlap instead of the last box winning.
     """
     logits = prediction.logits[:, 0]  # (N, H, W)
-    n, h, w = logits.shape
-    dtype = np.uint8 if max(labels, default=0) <= 255 else np.uint16
-    if n == 0:
-        return np.zeros((h, w), dtype)
-    best = logits.argmax(axis=0)
-    claimed = logits.max(axis=0) > 0
-    lut = np.asarray(labels, dtype=dtype)
-    return np.where(claimed, lut[best], 0).astype(dtype)
+    return label_map_from_logits(list(logits), labels, logits.shape[1:])
 
 
 def output_labels(n_boxes: int, labels: Sequence[int | None] | None) -> list[int]:
@@ -57,11 +56,13 @@ class Segmenter2D:
         predictor: model + geometry with the embedding cache.
         modality: intensity scheme name (see :func:`medsamkit.preprocessing.intensity.select_scheme`).
         window: CT window preset or "L,W".
+        refine: how clicks update an object (mask prompt or not).
     """
 
     predictor: Predictor
     modality: str | None = None
     window: str | None = None
+    refine: RefineConfig = field(default_factory=RefineConfig)
     _last_scheme: str | None = field(default=None, init=False, repr=False)
 
     def to_rgb(self, image: Image2D) -> np.ndarray:
@@ -80,21 +81,48 @@ class Segmenter2D:
     ) -> tuple[np.ndarray, Prediction]:
         """Segment all ``boxes`` on one image with one encoder pass and one decoder call."""
         boxes = validate_boxes(boxes, rgb.shape[:2], source)
-        if len(boxes) == 0:
+        labels = list(labels) if labels is not None else [None] * len(boxes)
+        return self.segment_prompts(rgb, [BoxPrompt(tuple(b), label=lab) for b, lab in zip(boxes, labels)], source)
+
+    def segment_prompts(self, rgb: np.ndarray, prompts: Sequence[BoxPrompt], source: str | None = None
+                        ) -> tuple[np.ndarray, Prediction]:
+        """Segment the objects ``prompts`` (boxes and/or clicks) on one image: one encoder pass,
+        the boxes in one decoder call, then the clicks replayed in order (a
+        :class:`~medsamkit.inference.session.Session2D`)."""
+        if len(prompts) == 0:
             raise InputError(source, "no box given for this image")
-        self.predictor.set_image(rgb)
-        prediction = self.predictor.predict(boxes=boxes)
-        return label_map_from_prediction(prediction, output_labels(len(boxes), labels)), prediction
+        labels = output_labels(len(prompts), [p.label for p in prompts])
+        if not hasattr(self.predictor, "embed"):  # a baseline: boxes only, its own predict
+            if any(p.points or p.box is None for p in prompts):
+                raise InputError(source, "this model takes boxes only: points need a SAM-family model")
+            boxes = validate_boxes(np.array([p.box for p in prompts]), rgb.shape[:2], source)
+            self.predictor.set_image(rgb)
+            prediction = self.predictor.predict(boxes=boxes)
+            return label_map_from_prediction(prediction, labels), prediction
+        session = Session2D(self.predictor, rgb, self.refine)
+        session.add_objects([(p.box, p.points, lab) for p, lab in zip(prompts, labels)], source=source)
+        objects = session.objects
+        prediction = Prediction(
+            masks=np.stack([o.result.mask for o in objects])[:, None],
+            logits=np.stack([o.result.logits for o in objects])[:, None],
+            iou_scores=np.array([[o.result.score] for o in objects], np.float32),
+            low_res_logits=torch.stack([o.result.low_res_logits for o in objects]),
+        )
+        return session.label_map(), prediction
 
     def segment_file(
         self,
         image_path: str | Path,
-        boxes: np.ndarray,
+        boxes: np.ndarray | Sequence[BoxPrompt],
         output: str | Path,
         labels: Sequence[int | None] | None = None,
         overlay: str | Path | None = None,
     ) -> np.ndarray:
-        """Read, segment and write the mask (and optionally the overlay) atomically."""
+        """Read, segment and write the mask (and optionally the overlay) atomically.
+
+        ``boxes``: an (N, 4) array (with ``labels``) or :class:`BoxPrompt` objects (boxes and/or
+        clicks, their own labels).
+        """
         image_path = Path(image_path)
         for out in (output, overlay):
             if out is not None:
@@ -103,8 +131,23 @@ class Segmenter2D:
             raise InputError(overlay, "the overlay would replace the mask: give the overlay another path")
         image = read_image_2d(image_path)
         rgb = self.to_rgb(image)
-        label_map, _ = self.segment(rgb, boxes, labels, source=str(image_path))
+        prompts = boxes if _are_prompts(boxes) else None
+        if prompts is not None:
+            label_map, _ = self.segment_prompts(rgb, prompts, source=str(image_path))
+            ids = output_labels(len(prompts), [p.label for p in prompts])
+            drawn = [(p.box, lab) for p, lab in zip(prompts, ids) if p.box is not None]
+            clicks = [(c.x, c.y, c.label) for p in prompts for c in p.points]
+        else:
+            label_map, _ = self.segment(rgb, boxes, labels, source=str(image_path))
+            ids = output_labels(len(boxes), labels)
+            drawn = list(zip(np.asarray(boxes).reshape(-1, 4), ids))
+            clicks = []
         write_png(output, label_map)
         if overlay is not None:
-            write_png(overlay, draw_overlay(rgb, label_map, np.asarray(boxes).reshape(-1, 4), output_labels(len(boxes), labels)))
+            write_png(overlay, draw_overlay(rgb, label_map, [b for b, _ in drawn], [lab for _, lab in drawn],
+                                            clicks=clicks))
         return label_map
+
+
+def _are_prompts(boxes: object) -> bool:
+    return isinstance(boxes, (list, tuple)) and len(boxes) > 0 and all(isinstance(p, BoxPrompt) for p in boxes)

@@ -4,6 +4,10 @@
 array and its :class:`~medsamkit.io.geometry.Geometry` and returns the label volume with that
 same geometry. The intensity scheme is computed once on the whole volume (percentiles or window
 volume-wide, as MedSAM's pre_CT_MR.py does); slices then go through the model one by one.
+Prompts with clicks (or point-only objects) go through an interactive
+:class:`~medsamkit.inference.session3d.Session3D` (the clicks replayed in order, as if clicked);
+box-only prompts through the streaming :class:`~medsamkit.inference.propagate.BoxPropagator`,
+which gives the same masks.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from ..preprocessing.labels import fill_holes, largest_connected_component
 from .predictor import Predictor
 from .prompts3d import VolumePrompt, check_prompt, prompts_from_labels
 from .propagate import BoxPropagator, PropagationConfig, Propagator, SliceResult, VolumeSlices
+from .session import RefineConfig
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +78,7 @@ class VolumeOptions:
             ``"smallest"`` (the object with the smaller mask on that slice) or ``"last"`` (the
             object given last, as LiteMedSAM's script); see :class:`LabelAssembler`.
         progress: show a progress bar over slices.
+        refine: how clicks update an object (prompts with points).
     """
 
     modality: str | None = None
@@ -81,6 +87,7 @@ class VolumeOptions:
     cleanup: Cleanup = field(default_factory=Cleanup)
     overlap: str = "logit"
     progress: bool = False
+    refine: RefineConfig = field(default_factory=RefineConfig)
 
     def __post_init__(self) -> None:
         if self.overlap not in OVERLAP_RULES:
@@ -232,10 +239,13 @@ def segment_volume(
     log.info("intensity scheme (whole volume): %s", description)
     slices = VolumeSlices(scheme(array))
 
+    assembler = LabelAssembler(array.shape, label_ids, options.overlap)
+    if propagator is None and any(p.points or p.box is None for p in prompts):
+        return _segment_with_session(slices, prompts, predictor, options, assembler, geometry, label_ids,
+                                     description, source)
     propagator = propagator or BoxPropagator(predictor, options.propagation)
     state = propagator.init_state(slices, prompts)
     up, down = state.plan()
-    assembler = LabelAssembler(array.shape, label_ids, options.overlap)
     visited: set[int] = set()
     start = time.perf_counter()
     with tqdm(total=len(up) + len(down), desc="propagate", unit="slice", disable=not options.progress) as bar:
@@ -250,6 +260,34 @@ def segment_volume(
     labels = options.cleanup(assembler.volume)
     return VolumeSegmentation(labels, geometry, label_ids, state.encoder_calls, state.decoder_calls,
                               len(visited), state.spilled, description, seconds)
+
+
+def _segment_with_session(slices: VolumeSlices, prompts: list[VolumePrompt], predictor: Predictor,
+                          options: VolumeOptions, assembler: LabelAssembler, geometry: Geometry,
+                          label_ids: tuple[int, ...], description: str, source) -> VolumeSegmentation:
+    """Prompts with clicks: a :class:`Session3D` adds the objects, then replays their clicks."""
+    from dataclasses import replace
+
+    from .session3d import Session3D
+
+    start = time.perf_counter()
+    session = Session3D(predictor, slices, options.refine, options.propagation)
+    session.add_objects([replace(p, label=lab) for p, lab in zip(prompts, label_ids)], source=source)
+    objects = session.objects
+    visited = sorted({z for o in objects for z in o.slices})
+    for z in visited:
+        present = [(i, o.slices[z].result) for i, o in enumerate(objects) if z in o.slices]
+        assembler.add(SliceResult(z, tuple(i for i, _ in present), np.stack([r.mask for _, r in present]),
+                                  np.stack([r.logits for _, r in present]), final=True))
+    seconds = time.perf_counter() - start
+    refiner = session.refiner
+    encoder_calls = getattr(getattr(refiner, "embeddings", None), "encoder_calls", 0)
+    decoder_calls = getattr(refiner, "decoder_calls", 0)
+    log.info("%d objects with clicks over %d slices: %d encoder calls, %d decoder calls, %.1f s",
+             len(prompts), len(visited), encoder_calls, decoder_calls, seconds)
+    labels = options.cleanup(assembler.volume)
+    return VolumeSegmentation(labels, geometry, label_ids, encoder_calls, decoder_calls, len(visited), 0,
+                              description, seconds)
 
 
 def read_label_prompts(path: str | os.PathLike, shape: Sequence[int], labels: Sequence[int] | None = None
