@@ -27,6 +27,7 @@ class App {
     this.running = false;      // a propagation runs
     this.job = null;
     this.queue = Promise.resolve();
+    this.pending = 0;
     this.viewer = new Viewer($("view"));
     this.viewer.overlays.push(promptOverlay(this));
     this.panels = new Panels(this);
@@ -72,7 +73,11 @@ class App {
   }
 
   // one change at a time, in order; errors shown, never thrown
+  // true when nothing is queued, sent or propagating (the browser tests wait for this)
+  get idle() { return this.pending === 0 && !this.running; }
+
   run(label, work) {
+    this.pending += 1;
     this.queue = this.queue.then(async () => {
       const timer = setTimeout(() => this.busy(label), 150);
       try {
@@ -82,6 +87,7 @@ class App {
       } finally {
         clearTimeout(timer);
         this.busy(null);
+        this.pending -= 1;
       }
     });
     return this.queue;
@@ -303,8 +309,12 @@ class App {
     if (next === this.index) return;
     this.index = next;
     this.panels.volume();
-    clearTimeout(this.sliceTimer);
-    this.sliceTimer = setTimeout(() => this.loadPlane(true).catch((e) => this.toast(e.message)), 0);
+    if (this.sliceQueued) return; // the queued load reads the latest index
+    this.sliceQueued = true;
+    this.run("", async () => {
+      this.sliceQueued = false;
+      await this.loadPlane(true);
+    });
   }
 
   stepSlice(d) { this.setSlice(this.index + d); }
@@ -321,23 +331,22 @@ class App {
     });
   }
 
+  // the propagation's progress; its result (all slices at once) is shown when it ends
   async follow(jobId) {
-    let lastDraw = 0;
+    let end = null;
     try {
-      await api.follow(this.id, jobId, async (kind, status) => {
+      await api.follow(this.id, jobId, (kind, status) => {
         this.panels.job(status);
-        const now = performance.now();
-        if (kind === "end" || now - lastDraw > 400) {
-          lastDraw = now;
-          await this.refreshLabels().catch(() => {});
-        }
+        if (kind === "end") end = status;
       });
     } catch (err) {
       this.toast(err.message);
     }
-    this.running = false;
+    if (end && end.state === "error") this.toast(end.message);
+    if (end && end.state === "cancelled") this.toast("Propagation cancelled: the objects are as they were", true);
     this.view = await api.state(this.id).catch(() => this.view);
     await this.refreshLabels().catch(() => {});
+    this.running = false;
     this.refreshPanels();
   }
 

@@ -3,7 +3,7 @@
 // Planes with non-square pixels (coronal/sagittal of an anisotropic volume) are stretched by
 // `aspect` (row spacing / column spacing) so the anatomy keeps its shape.
 
-export const PALETTE = ["#ff6b6b", "#4dabf7", "#ffd43b", "#69db7c", "#da77f2", "#ff922b", "#3bc9db",
+export const PALETTE = ["#3ddc97", "#ff6b6b", "#4dabf7", "#ffd43b", "#da77f2", "#ff922b", "#22d3ee",
   "#f783ac", "#a9e34b", "#748ffc", "#e599f7", "#63e6be"];
 
 export function colorOf(label) {
