@@ -95,3 +95,15 @@ def test_expired_sessions_are_gone(make_client):
     time.sleep(0.01)
     assert client.get(f"/api/images/{sid}/state").status_code == 404
     assert len(client.app.state.medsamkit.engine.cache) == 0  # its embedding went with it
+
+
+def test_every_static_file_is_package_data():
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    globs = tomllib.loads(pyproject.read_text(encoding="utf-8"))["tool"]["setuptools"]["package-data"]["medsamkit.server"]
+    root = static_dir().parent
+    files = [p.relative_to(root).as_posix() for p in static_dir().rglob("*") if p.is_file()]
+    assert files and all(any(fnmatch.fnmatch(f, g) for g in globs) for f in files), files

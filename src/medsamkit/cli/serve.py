@@ -7,7 +7,7 @@ import logging
 import secrets
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, MedsamkitError
 from .common import add_model_options
 
 HELP = "start the interactive web app (draw boxes and clicks in the browser)"
@@ -81,9 +81,18 @@ def serve_forever(app, sock) -> None:
     server.run(sockets=[sock])
 
 
+def _check_app_installed() -> None:
+    import importlib.util
+
+    missing = [name for name in ("fastapi", "uvicorn", "multipart") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise MedsamkitError(f"medsamkit serve needs {', '.join(missing)}: pip install 'medsamkit[app]'")
+
+
 def run(args: argparse.Namespace) -> int:
     from .common import check_model_options, make_predictor
 
+    _check_app_installed()
     check_model_options(args)
     config = _config(args)
     if not config.loopback and config.token is None:
