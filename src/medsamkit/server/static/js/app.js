@@ -105,13 +105,15 @@ class App {
     this.job = null;
     this.panels.job(null);
     $("drop").hidden = true;
+    $("status-hint").hidden = false;
     const dims = info.volume ? `${info.shape[2]}×${info.shape[1]}×${info.shape[0]}` : `${info.shape[1]}×${info.shape[0]}`;
     const sp = info.volume ? ` · ${info.spacing.slice().reverse().map((s) => s.toFixed(2)).join("×")} mm` : "";
     $("image-title").innerHTML = "";
     const b = document.createElement("b");
     b.textContent = info.name;
     $("image-title").append(b, `${dims}${sp} · ${info.channels === 3 ? "RGB" : info.dtype}`);
-    $("status-scheme").textContent = `model input: ${info.scheme.split(" [")[0]}`;
+    $("status-scheme").textContent = `model input: ${info.scheme.split(/[,[]/)[0].trim()}`;
+    $("status-scheme").title = info.scheme;
     this.viewer.window = info.channels === 1 ? [...info.display_window] : [0, 255];
     this.viewer.fitted = false;
     this.panels.windowControls();
