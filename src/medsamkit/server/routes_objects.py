@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Response
 
@@ -11,6 +13,16 @@ from .schemas import ClickRequest, ObjectRequest, RenameRequest, SegmentRequest,
 from .store import WebSession
 
 router = APIRouter(tags=["segment"])
+
+
+def change(session: WebSession, operation: Callable[[], object]) -> SessionView:
+    """Apply one change to a session's objects and answer its new state; refused with 409 while a
+    propagation runs (it holds the session's lock: the check comes first, so nothing waits)."""
+    session.check_idle()
+    with session.lock:
+        session.check_idle()
+        operation()
+        return interaction.view(session)
 
 
 def png_response(label_map: np.ndarray) -> Response:
@@ -40,65 +52,38 @@ def state(session: WebSession = Depends(web_session)) -> SessionView:
 @router.post("/api/images/{image_id}/objects", response_model=SessionView, status_code=201,
              summary="Add an object from a box and/or clicks")
 def add_object(request: ObjectRequest, session: WebSession = Depends(web_session)) -> SessionView:
-    session.check_idle()
-    with session.lock:
-        session.check_idle()
-        interaction.add_object(session, request)
-        return interaction.view(session)
+    return change(session, lambda: interaction.add_object(session, request))
 
 
 @router.post("/api/images/{image_id}/objects/{obj_id}/points", response_model=SessionView,
              summary="Add a foreground or background click to an object")
 def add_click(obj_id: int, request: ClickRequest, session: WebSession = Depends(web_session)) -> SessionView:
-    session.check_idle()
-    with session.lock:
-        session.check_idle()
-        interaction.add_click(session, obj_id, request)
-        return interaction.view(session)
+    return change(session, lambda: interaction.add_click(session, obj_id, request))
 
 
 @router.patch("/api/images/{image_id}/objects/{obj_id}", response_model=SessionView, summary="Rename an object")
 def rename(obj_id: int, request: RenameRequest, session: WebSession = Depends(web_session)) -> SessionView:
-    session.check_idle()
-    with session.lock:
-        interaction.rename(session, obj_id, request.name)
-        return interaction.view(session)
+    return change(session, lambda: interaction.rename(session, obj_id, request.name))
 
 
 @router.delete("/api/images/{image_id}/objects/{obj_id}", response_model=SessionView, summary="Remove an object")
 def remove_object(obj_id: int, session: WebSession = Depends(web_session)) -> SessionView:
-    session.check_idle()
-    with session.lock:
-        session.check_idle()
-        interaction.remove_object(session, obj_id)
-        return interaction.view(session)
+    return change(session, lambda: interaction.remove_object(session, obj_id))
 
 
 @router.post("/api/images/{image_id}/undo", response_model=SessionView, summary="Undo the last change")
 def undo(session: WebSession = Depends(web_session)) -> SessionView:
-    session.check_idle()
-    with session.lock:
-        session.check_idle()
-        interaction.undo(session)
-        return interaction.view(session)
+    return change(session, lambda: interaction.undo(session))
 
 
 @router.post("/api/images/{image_id}/redo", response_model=SessionView, summary="Redo the last undone change")
 def redo(session: WebSession = Depends(web_session)) -> SessionView:
-    session.check_idle()
-    with session.lock:
-        session.check_idle()
-        interaction.redo(session)
-        return interaction.view(session)
+    return change(session, lambda: interaction.redo(session))
 
 
 @router.post("/api/images/{image_id}/clear", response_model=SessionView, summary="Remove every object (undoable)")
 def clear(session: WebSession = Depends(web_session)) -> SessionView:
-    session.check_idle()
-    with session.lock:
-        session.check_idle()
-        interaction.clear(session)
-        return interaction.view(session)
+    return change(session, lambda: interaction.clear(session))
 
 
 @router.get("/api/images/{image_id}/labels", response_class=Response,

@@ -8,8 +8,9 @@ from fastapi.responses import StreamingResponse
 from ..errors import InputError
 from . import interaction
 from .context import web_session
-from .jobs import Job, event_stream
-from .schemas import JobView, PropagateRequest, RangeRequest, SessionView
+from .jobs import Job, JobStatus, event_stream
+from .routes_objects import change
+from .schemas import PropagateRequest, RangeRequest, SessionView
 from .store import UnknownSession, WebSession
 
 router = APIRouter(tags=["volumes"])
@@ -24,16 +25,12 @@ def _job(session: WebSession, job_id: str) -> Job:
 @router.patch("/api/images/{image_id}/objects/{obj_id}/range", response_model=SessionView,
               summary="Set the slices an object is to be propagated over (propagate applies it)")
 def set_range(obj_id: int, request: RangeRequest, session: WebSession = Depends(web_session)) -> SessionView:
-    session.check_idle()
-    with session.lock:
-        session.check_idle()
-        interaction.set_target(session, obj_id, request.z_range)
-        return interaction.view(session)
+    return change(session, lambda: interaction.set_target(session, obj_id, request.z_range))
 
 
-@router.post("/api/images/{image_id}/propagate", response_model=JobView, status_code=202,
+@router.post("/api/images/{image_id}/propagate", response_model=JobStatus, status_code=202,
              summary="Propagate objects over their slice ranges, in the background")
-def propagate(request: PropagateRequest | None = None, session: WebSession = Depends(web_session)) -> JobView:
+def propagate(request: PropagateRequest | None = None, session: WebSession = Depends(web_session)) -> JobStatus:
     """Starts a job; follow it with ``GET .../jobs/{job}/events`` (Server-Sent Events) or
     ``GET .../jobs/{job}``, stop it with ``DELETE .../jobs/{job}`` (the objects then stay as they were)."""
     session.check_idle()
@@ -44,12 +41,12 @@ def propagate(request: PropagateRequest | None = None, session: WebSession = Dep
             raise InputError(session.record.name, "nothing to propagate: every object already covers its slice range")
         job = Job(lambda monitor: interaction.propagate(session, ranges, monitor), session.lock)
         session.job = job.start()
-        return JobView(**job.status().to_json())
+        return job.status()
 
 
-@router.get("/api/images/{image_id}/jobs/{job_id}", response_model=JobView, summary="A propagation's progress")
-def job_status(job_id: str, session: WebSession = Depends(web_session)) -> JobView:
-    return JobView(**_job(session, job_id).status().to_json())
+@router.get("/api/images/{image_id}/jobs/{job_id}", response_model=JobStatus, summary="A propagation's progress")
+def job_status(job_id: str, session: WebSession = Depends(web_session)) -> JobStatus:
+    return _job(session, job_id).status()
 
 
 @router.get("/api/images/{image_id}/jobs/{job_id}/events", response_class=StreamingResponse,
@@ -61,9 +58,9 @@ def job_events(job_id: str, session: WebSession = Depends(web_session)) -> Strea
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
-@router.delete("/api/images/{image_id}/jobs/{job_id}", response_model=JobView, status_code=202,
+@router.delete("/api/images/{image_id}/jobs/{job_id}", response_model=JobStatus, status_code=202,
                summary="Cancel a propagation (before its next slice; nothing it did is kept)")
-def cancel_job(job_id: str, session: WebSession = Depends(web_session)) -> JobView:
+def cancel_job(job_id: str, session: WebSession = Depends(web_session)) -> JobStatus:
     job = _job(session, job_id)
     job.cancel()
-    return JobView(**job.status().to_json())
+    return job.status()

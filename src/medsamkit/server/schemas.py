@@ -113,14 +113,3 @@ class RangeRequest(BaseModel):
 
 class PropagateRequest(BaseModel):
     objects: list[int] | None = Field(None, description="object ids to propagate (default all)")
-
-
-class JobView(BaseModel):
-    id: str
-    state: str = Field(description="running, done, cancelled or error")
-    done: int
-    total: int
-    index: int | None
-    message: str
-    seconds: float
-    version: int
