@@ -106,6 +106,7 @@ class App {
     this.panels.job(null);
     $("drop").hidden = true;
     $("status-hint").hidden = false;
+    $("display-panel").hidden = $("export-panel").hidden = false;
     const dims = info.volume ? `${info.shape[2]}×${info.shape[1]}×${info.shape[0]}` : `${info.shape[1]}×${info.shape[0]}`;
     const sp = info.volume ? ` · ${info.spacing.slice().reverse().map((s) => s.toFixed(2)).join("×")} mm` : "";
     $("image-title").innerHTML = "";
@@ -171,7 +172,7 @@ class App {
     const clampY = (v) => Math.min(height - 1, Math.max(0, Math.floor(v)));
     const box = [clampX(Math.min(a.x, b.x)), clampY(Math.min(a.y, b.y)), clampX(Math.max(a.x, b.x)), clampY(Math.max(a.y, b.y))];
     if (box[2] - box[0] < 2 || box[3] - box[1] < 2) return;
-    const body = { box };
+    const body = { box, ...this.nextLabel() };
     if (this.isVolume) body.slice = this.index;
     this.run("Segmenting…", async () => {
       const view = await api.addObject(this.id, body);
@@ -189,13 +190,21 @@ class App {
       let view;
       if (this.selected === null) {
         if (!positive) { this.toast("Start an object with a box or a foreground click", true); return; }
-        view = await api.addObject(this.id, { points: [[x, y, 1]], slice });
+        view = await api.addObject(this.id, { points: [[x, y, 1]], slice, ...this.nextLabel() });
         this.selected = view.objects[view.objects.length - 1].id;
       } else {
         view = await api.addPoint(this.id, this.selected, { x, y, positive, slice });
       }
       await this.changed(view);
     });
+  }
+
+  // the label id typed for the next object (used once), or nothing: the server picks the next free one
+  nextLabel() {
+    const input = $("next-label");
+    const value = Number(input.value);
+    input.value = "";
+    return Number.isInteger(value) && value >= 1 && value <= 65535 ? { label: value } : {};
   }
 
   undo() { if (this.info && !this.running) this.run("Undo…", async () => this.changed(await api.undo(this.id))); }
