@@ -7,7 +7,11 @@ the other. Prints a markdown table: requests, errors (must be 0), latency p50/p9
 and the server process's memory (resident after the images are open, and its peak), with the
 machine's load average before and after. Stops by itself.
 
-    python benchmarks/bench_server.py --clients 8 --seconds 30 [--size 512] [--model litemedsam]
+``--propagate N`` also opens an N-slice volume and starts propagating an object through it when
+the clients start: the table then shows the segment latencies while a propagation runs, and
+how long the propagation took under that load.
+
+    python benchmarks/bench_server.py --clients 8 --seconds 30 [--size 512] [--model litemedsam] [--propagate 40]
 """
 
 from __future__ import annotations
@@ -66,6 +70,33 @@ class Client:
         return json.loads(out)["id"]
 
 
+def volume_bytes(slices: int, size: int, folder: str) -> bytes:
+    """A synthetic MR-like NIfTI with a ball through its middle slices."""
+    from medsamkit.io import write_volume
+    from medsamkit.io.geometry import Geometry
+
+    rng = np.random.default_rng(0)
+    vol = rng.normal(100, 20, (slices, size, size)).clip(1, None)
+    zz, yy, xx = np.mgrid[:slices, :size, :size]
+    vol[(xx - size / 2) ** 2 + (yy - size / 2) ** 2 + ((zz - slices / 2) * size / slices) ** 2 < (size / 4) ** 2] = 800
+    path = os.path.join(folder, "volume.nii.gz")
+    write_volume(path, vol.astype(np.int16), Geometry(spacing=(1.0, 1.0, 1.0)))
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def open_volume(client: Client, slices: int, size: int) -> str:
+    """Upload the volume and add an object on its middle slice, to be propagated over all slices."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        session = client.upload("volume.nii.gz", volume_bytes(slices, size, folder))
+    body = {"box": [size // 4 - 4, size // 4 - 4, 3 * size // 4 + 4, 3 * size // 4 + 4], "slice": slices // 2,
+            "z_range": [0, slices - 1]}
+    client.request("POST", f"api/images/{session}/objects", json.dumps(body).encode(), "application/json")
+    return session
+
+
 def memory_kb(pid: int) -> dict[str, int]:
     with open(f"/proc/{pid}/status", encoding="utf-8") as f:
         return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f) if k in ("VmRSS", "VmHWM")}
@@ -108,9 +139,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="how long the clients send requests")
     parser.add_argument("--size", type=int, default=512, help="side of each client's (synthetic) image in pixels")
     parser.add_argument("--model", default="litemedsam")
+    parser.add_argument("--propagate", type=int, default=0, metavar="N",
+                        help="also propagate through an N-slice volume while the clients run (0: no)")
     args = parser.parse_args()
     load_before = os.getloadavg()
-    proc, base, token = start_server(args.model, args.clients)
+    proc, base, token = start_server(args.model, args.clients + (1 if args.propagate else 0))
     try:
         client = Client(base, token)
         start = time.perf_counter()
@@ -119,15 +152,23 @@ def main() -> None:
         for s in sessions:  # one warm-up decode per session
             client.request("POST", f"api/images/{s}/segment", json.dumps({"boxes": [[10, 10, 100, 100]]}).encode(),
                            "application/json")
+        volume = open_volume(client, args.propagate, args.size) if args.propagate else None
         memory_open = memory_kb(proc.pid)
         results: dict = {}
         deadline = time.perf_counter() + args.seconds
+        if volume is not None:
+            _, data = client.request("POST", f"api/images/{volume}/propagate", b"{}", "application/json")
+            job = json.loads(data)["id"]
         threads = [threading.Thread(target=run_client, args=(Client(base, token), s, args.size, deadline, i, results))
                    for i, s in enumerate(sessions)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+        job_status = None
+        if volume is not None:
+            _, data = client.request("GET", f"api/images/{volume}/jobs/{job}")
+            job_status = json.loads(data)
         memory_end = memory_kb(proc.pid)
     finally:
         proc.send_signal(signal.SIGINT)
@@ -148,6 +189,10 @@ def main() -> None:
     print(f"| {args.clients} | {args.size}x{args.size} | {args.seconds:g} | {len(latencies)} | {len(errors)} | "
           f"{1000 * q[49]:.0f} | {1000 * q[94]:.0f} | {1000 * latencies[-1]:.0f} | {len(latencies) / args.seconds:.1f} | "
           f"{memory_open['VmRSS'] / 1024:.0f} | {memory_end['VmHWM'] / 1024:.0f} |")
+    if job_status is not None:
+        print()
+        print(f"meanwhile, a propagation through a {args.propagate}-slice {args.size}x{args.size} volume: "
+              f"{job_status['state']}, {job_status['done']}/{job_status['total']} slices in {job_status['seconds']:.1f} s")
     if errors:
         print("errors:", sorted(set(errors))[:5])
         sys.exit(1)

@@ -232,3 +232,44 @@ def test_a_volume_box_propagate_download_equals_the_cli(server, browser, tmp_pat
     wait_idle(browser)
     shown = browser.execute_script("return Array.from(window.medsamkit.viewer.labels.data)")
     assert np.array_equal(np.array(shown).reshape(64, 72), web[1])
+
+
+def test_drop_a_file_zoom_with_the_wheel_and_window_presets(server, browser):
+    from selenium.webdriver.common.action_chains import ActionChains, ScrollOrigin
+    from selenium.webdriver.common.by import By
+
+    browser.get(server)
+    wait_idle(browser)
+    # a file dropped on the page opens (the drop event the browser fires for a file from the desktop)
+    browser.execute_script("""
+        // a CT-like slice as an .npy file: air (-1000 HU) around a 30 x 25 block of soft tissue (40 HU)
+        let header = "{'descr': '<i2', 'fortran_order': False, 'shape': (60, 80), }";
+        header = header.padEnd(Math.ceil((header.length + 11) / 64) * 64 - 11, " ") + "\\n";
+        const pixels = new Int16Array(60 * 80).fill(-1000);
+        for (let y = 15; y < 40; y++) for (let x = 20; x < 50; x++) pixels[y * 80 + x] = 40;
+        const head = new Uint8Array(10 + header.length);
+        head.set([0x93, 78, 85, 77, 80, 89, 1, 0, header.length & 255, header.length >> 8]);
+        for (let i = 0; i < header.length; i++) head[10 + i] = header.charCodeAt(i);
+        const data = new DataTransfer();
+        data.items.add(new File([head, pixels.buffer], "dropped.npy"));
+        window.dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true }));""")
+    deadline = time.time() + 120
+    while not browser.execute_script("return !!(window.medsamkit.info && window.medsamkit.info.name === 'dropped.npy')"):
+        assert time.time() < deadline, "the dropped file did not open"
+        time.sleep(0.1)
+    wait_idle(browser)
+    # the wheel zooms about the pointer
+    canvas = browser.find_element(By.ID, "view")
+    zoom = browser.execute_script("return window.medsamkit.viewer.zoom")
+    ActionChains(browser).scroll_from_origin(ScrollOrigin.from_element(canvas), 0, -300).perform()
+    time.sleep(0.2)
+    assert browser.execute_script("return window.medsamkit.viewer.zoom") > zoom * 1.2
+    browser.find_element(By.ID, "zoom-fit").click()
+    assert abs(browser.execute_script("return window.medsamkit.viewer.zoom") - zoom) < 1e-6
+    # grey data in Hounsfield units has window/level with the CT presets
+    presets = [b.text.lower() for b in browser.find_elements(By.CSS_SELECTOR, "#presets button")]
+    assert presets[:2] == ["default", "full"] and {"abdomen", "lung", "bone"} <= set(presets)
+    browser.find_element(By.CSS_SELECTOR, "#presets button:nth-child(2)").click()
+    assert browser.execute_script("return window.medsamkit.viewer.window") == [-1000, 40]
+    browser.find_element(By.XPATH, "//div[@id='presets']/button[text()='lung']").click()
+    assert browser.execute_script("return window.medsamkit.viewer.window") == [-1350, 150]

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import InputError
 from ..inference.predictor import Predictor
 from ..inference.prompts3d import VolumePrompt, default_z_range
-from ..inference.session import Session2D
+from ..inference.session import Session2D, as_click
 from ..inference.session3d import Monitor, Session3D
 from ..preprocessing.intensity import to_rgb_uint8
 from .images import ImageRecord
@@ -136,7 +136,7 @@ def add_object(session: WebSession, request: ObjectRequest) -> int:
         if box is not None and len(box) != 4:
             raise InputError(record.name, f"a box on a slice is 4 numbers x0, y0, x1, y1, got {list(box)}")
         points = tuple(_points(request.points, "points", z))
-        prompt = VolumePrompt(box, z, (z, z), request.label, points=tuple(_click(p) for p in points))
+        prompt = VolumePrompt(box, z, (z, z), request.label, points=tuple(as_click(p, 3) for p in points))
         [obj_id] = s.add_objects([prompt], source=record.name)
         nz = record.shape[0]
         if request.z_range is not None:
@@ -149,12 +149,6 @@ def add_object(session: WebSession, request: ObjectRequest) -> int:
     if request.name:
         session.names[s.object(obj_id).label] = request.name.strip()
     return obj_id
-
-
-def _click(values: tuple):
-    from ..inference.session import as_click
-
-    return as_click(values, 3)
 
 
 def add_click(session: WebSession, obj_id: int, request: ClickRequest) -> None:
