@@ -215,8 +215,8 @@ class App {
   rename(obj, name) { if (name.trim()) this.run("", async () => { this.view = await api.rename(this.id, obj, name.trim()); this.refreshPanels(); }); }
 
   setRange(z0, z1) {
-    const obj = this.selected;
-    if (obj === null || this.running) return;
+    const obj = this.selected, current = this.selectedObject();
+    if (obj === null || this.running || !current || (current.target[0] === z0 && current.target[1] === z1)) return;
     this.run("Updating…", async () => this.changed(await api.setRange(this.id, obj, [z0, z1])));
   }
 

@@ -8,6 +8,7 @@ export function attachPointer(app, viewer) {
   const canvas = viewer.canvas;
   let gesture = null; // {kind, start, last, button, alt}
   let spaceDown = false;
+  let wheelSum = 0;
 
   const local = (event) => {
     const r = canvas.getBoundingClientRect();
@@ -77,7 +78,13 @@ export function attachPointer(app, viewer) {
     event.preventDefault();
     const p = local(event);
     if (app.isVolume && !event.ctrlKey && !event.metaKey) {
-      app.stepSlice(event.deltaY > 0 ? -1 : 1);
+      // a mouse wheel notch is about 100; trackpads send many small deltas: one slice per 50
+      wheelSum += event.deltaMode === 1 ? event.deltaY * 40 : event.deltaY;
+      const steps = Math.trunc(wheelSum / 50);
+      if (steps) {
+        wheelSum -= steps * 50;
+        app.stepSlice(-steps);
+      }
     } else {
       viewer.zoomAt(Math.exp(-event.deltaY * 0.0015), p.x, p.y);
       app.showZoom();

@@ -27,7 +27,10 @@ export class Panels {
     $("slice").addEventListener("input", (e) => app.setSlice(Number(e.target.value)));
     $("propagate").addEventListener("click", () => app.propagate());
     $("cancel").addEventListener("click", () => app.cancel());
-    $("range-apply").addEventListener("click", () => app.setRange(Number($("z0").value), Number($("z1").value)));
+    const applyRange = () => app.setRange(Number($("z0").value), Number($("z1").value));
+    $("range-apply").addEventListener("click", applyRange);
+    $("z0").addEventListener("change", applyRange);
+    $("z1").addEventListener("change", applyRange);
     $("download-labels").addEventListener("click", () => app.downloadLabels());
     $("download-prompts").addEventListener("click", () => app.downloadPrompts());
     for (const b of $("axis-buttons").querySelectorAll("button")) {
