@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from medsamkit.cli import common
+from medsamkit.cli import common, segment3d
 from medsamkit.cli.main import main
 from medsamkit.cli.prompt_args import OrderedAppend, group_points
 from medsamkit.io.geometry import Geometry
@@ -30,17 +30,13 @@ from stub_predictor import StubPredictor  # noqa: E402
 H, W = 60, 90
 
 
-class _Loaded:  # what make_predictor needs of a loaded model
-    class spec:  # noqa: N801
-        name, preprocessing, architecture = "stub", "litemedsam", "stub"
-
-    device, weights_path, model = "cpu", "stub.pth", None
-
-
 @pytest.fixture(autouse=True)
 def stub_model(monkeypatch):
-    monkeypatch.setattr(common, "load_model", lambda *a, **k: _Loaded())
-    monkeypatch.setattr(common, "Predictor", lambda *a, **k: StubPredictor())
+    def make(args):
+        return StubPredictor(), None
+
+    monkeypatch.setattr(common, "make_predictor", make)
+    monkeypatch.setattr(segment3d, "make_predictor", make)
 
 
 def ring() -> tuple[np.ndarray, np.ndarray]:

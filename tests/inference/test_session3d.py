@@ -62,10 +62,13 @@ def test_box_step_equals_the_streaming_propagator():
                VolumePrompt((37, 17, 53, 31), 5, (3, 9), 3)]
     stub = StubPredictor()
     reference = segment_volume(volume, Geometry.identity(), prompts, stub, VolumeOptions(modality="rgb"))
-    session = Session3D(StubPredictor(), volume)
-    session.add_objects(prompts)
-    np.testing.assert_array_equal(session.label_map(), reference.labels)
-    assert session.refiner.embeddings.encoder_calls == reference.encoder_calls == 9  # slices 1..9, once each
+    for config in (RefineConfig(), RefineConfig(mask_prompt=True, carry_mask=True)):
+        mine = StubPredictor()
+        session = Session3D(mine, volume, config)
+        session.add_objects(prompts)
+        np.testing.assert_array_equal(session.label_map(), reference.labels)
+        assert session.refiner.embeddings.encoder_calls == reference.encoder_calls == 9  # slices 1..9, once each
+        assert all(c.mask_input is None for c in mine.calls)  # the box step is LiteMedSAM's, whatever the config
 
 
 def test_a_background_click_fixes_its_slice_and_nothing_is_recomputed_where_boxes_stay():

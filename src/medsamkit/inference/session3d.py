@@ -170,6 +170,7 @@ class SliceRefiner:
         self.embeddings = EmbeddingLRU(predictor, slices, max_cached_embeddings)
         self.decoder_calls = 0
         self.monitor: Monitor | None = None
+        self._box_step = False
 
     # ------------------------------------------------------------------------ strategy
     def segment(self, objects: Sequence[VolumeObject]) -> list[VolumeObject]:
@@ -185,7 +186,11 @@ class SliceRefiner:
             if first:
                 rest.remove(first[0])
             replays.append(rest)
-        walked = self._run(starts, forced=True)
+        self._box_step = True
+        try:
+            walked = self._run(starts, forced=True)
+        finally:
+            self._box_step = False
         out = []
         for (start, *_), slices, rest in zip(starts, walked, replays):
             applied = replace(start, slices=slices)
@@ -239,7 +244,12 @@ class SliceRefiner:
                 if grows and edge in obj.slices:
                     starts.append((obj, edge, None, (step,)))
                     owners.append(k)
-        for k, slices in zip(owners, self._run(starts, forced=True)):
+        self._box_step = True  # the new slices are the box step's, as if the range had been given first
+        try:
+            walked = self._run(starts, forced=True)
+        finally:
+            self._box_step = False
+        for k, slices in zip(owners, walked):
             resized[k] = replace(resized[k], slices={**resized[k].slices, **slices})
         return resized
 
@@ -329,7 +339,9 @@ class SliceRefiner:
                                and not w.previous.mask.any()):
                 w.next_z = w.end + w.step  # ends the walk
                 continue
-            request = self._request(w.obj, z, own_previous=False, box=box, neighbour=w.previous)
+            # the box step propagates as LiteMedSAM does; only a click's walk carries the shape
+            request = self._request(w.obj, z, own_previous=False, box=box,
+                                    neighbour=None if self._box_step else w.previous)
             stored = w.slices.get(z)
             if (not w.forced and stored is not None and request.mask_input is None
                     and stored.box == request.box and stored.clicks == request.clicks):

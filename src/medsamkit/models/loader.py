@@ -98,6 +98,9 @@ def load_model(
     _check_available(dev)
     if checkpoint is not None:
         path = Path(checkpoint)
+        adapter = _adapter(path)
+        if adapter is not None:
+            return _load_with_adapter(adapter, path, name, dev, allow_download)
         state = read_checkpoint(path)
         spec = spec_for_checkpoint(state, path, name)
     else:
@@ -109,3 +112,27 @@ def load_model(
     model.to(dev).eval()
     log.debug("model %s on %s, weights %s", spec.name, dev, path)
     return LoadedModel(model=model, spec=spec, weights_path=path, device=dev)
+
+
+#: adapter files are small; larger files are ordinary checkpoints and are not read twice
+_ADAPTER_MAX_BYTES = 16 * 2**20
+
+
+def _adapter(path: Path) -> dict | None:
+    from .adapters import read_adapter
+
+    if not path.is_file() or path.stat().st_size > _ADAPTER_MAX_BYTES:
+        return None
+    return read_adapter(path)
+
+
+def _load_with_adapter(adapter: dict, path: Path, name: str | None, dev: torch.device,
+                       allow_download: bool) -> LoadedModel:
+    """A registry model's official weights with an adapter file (:mod:`.adapters`) merged in."""
+    from .adapters import apply_adapter
+
+    base = load_model(name or adapter.get("base"), None, device="cpu", allow_download=allow_download)
+    model = apply_adapter(base.model, adapter, source=str(path))
+    model.to(dev).eval()
+    log.debug("model %s with adapter %s on %s", base.spec.name, path, dev)
+    return LoadedModel(model=model, spec=base.spec, weights_path=path, device=dev)

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import InputError
 
-MODES = ("decoder", "encoder-decoder", "full", "lora")
+MODES = ("decoder", "encoder-decoder", "full", "lora", "decoder-lora")
 SCHEDULERS = ("cosine", "plateau", "none")
 
 
@@ -34,6 +34,19 @@ class LoraConfig:
 
 
 @dataclass
+class ClicksConfig:
+    """SAM's interactive training loop with protocol clicks (:mod:`medsamkit.training.interactive`).
+
+    steps: click steps after the box step, each adding one simulated click per sample at the centre
+        of the largest error region (0: box-only training).
+    mask_prompt: probability per batch that click steps also get the previous logits as the mask prompt.
+    """
+
+    steps: int = 0
+    mask_prompt: float = 0.5
+
+
+@dataclass
 class ModelConfig:
     """What is trained.
 
@@ -42,7 +55,9 @@ class ModelConfig:
     checkpoint: base weights file (default: the registry's weights).
     pretrained: False starts the SAM-family model from random weights (tests, ablations).
     mode: ``decoder`` (image and prompt encoders frozen; embeddings cached), ``encoder-decoder``
-        (MedSAM recipe: prompt encoder frozen), ``full``, ``lora`` (adapters on the image encoder).
+        (MedSAM recipe: prompt encoder frozen), ``full``, ``lora`` (adapters on the image encoder),
+        ``decoder-lora`` (adapters on the mask decoder's linear layers plus the prompt encoder's
+        point and mask embeddings; embeddings cached; the trained part is a small adapter file).
     automatic: train the decoder with no prompt (single-target tasks; segment without a box).
     preprocessing: geometry family framing a baseline's input (SAM-family models use their own).
     width: a baseline's channel count at full resolution.
@@ -56,6 +71,7 @@ class ModelConfig:
     preprocessing: str = "litemedsam"
     width: int = 32
     lora: LoraConfig = field(default_factory=LoraConfig)
+    clicks: ClicksConfig = field(default_factory=ClicksConfig)
 
 
 @dataclass
@@ -338,6 +354,12 @@ def _check_choices(config: Any, origin: dict[str, str], prefix: str) -> None:
 
     if isinstance(config, ModelConfig):
         bad("mode", config.mode, MODES)
+    elif isinstance(config, ClicksConfig):
+        if config.steps < 0:
+            raise InputError(_source(origin, prefix + "steps"), f"{prefix}steps must be >= 0; got {config.steps}")
+        if not 0.0 <= config.mask_prompt <= 1.0:
+            raise InputError(_source(origin, prefix + "mask_prompt"),
+                             f"{prefix}mask_prompt is a probability (0..1); got {config.mask_prompt}")
     elif isinstance(config, OptimConfig):
         bad("scheduler", config.scheduler, SCHEDULERS)
     elif isinstance(config, DataConfig):

@@ -32,7 +32,8 @@ from .embedding_cache import EmbeddingCacheSpec, variant_names
 from .export import export_net
 from .losses import SegmentationLoss
 from .module import SegmentationModule, check_trained_state
-from .nets import BaselineNet, SamNet
+from .interactive import ClickTraining
+from .nets import CACHED_MODES, BaselineNet, SamNet
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,8 @@ def build_net(config: FitConfig, model: nn.Module | None = None) -> nn.Module:
             model = load_model(m.name, m.checkpoint, device="cpu").model
         else:
             model = get_spec(m.name).build()
-    return SamNet(model, m.mode, m.automatic, m.lora, train_iou_head=config.loss.iou_mse > 0)
+    return SamNet(model, m.mode, m.automatic, m.lora, train_iou_head=config.loss.iou_mse > 0,
+                  clicks=ClickTraining(m.clicks.steps, m.clicks.mask_prompt))
 
 
 def open_sources(config: FitConfig, geometry: ModelGeometry) -> DataSources:
@@ -157,7 +159,7 @@ def build_datamodule(config: FitConfig, net: nn.Module, geometry: ModelGeometry,
     sources = DataSources(head(sources.train, d.max_train_samples),
                           None if sources.val is None else head(sources.val, d.max_val_samples))
     loader = LoaderSettings(d.batch_size, d.num_workers, d.box_jitter)
-    cached = isinstance(net, SamNet) and net.mode == "decoder" and d.embeddings
+    cached = isinstance(net, SamNet) and net.mode in CACHED_MODES and d.embeddings
     if cached:
         spec = EmbeddingCacheSpec(embedding_root, d.embedding_dtype, variant_names(d.embedding_flips),
                                   progress=config.output.progress_bar, backend=d.embedding_backend)
@@ -180,8 +182,17 @@ def _export(config: FitConfig, module: SegmentationModule, best: Path | None, ou
             "mode": getattr(net, "mode", "scratch"), "automatic": bool(m.automatic) if isinstance(net, SamNet)
             else not getattr(net, "uses_box", False), "width": m.width if m.name in BASELINES else None,
             "base_checkpoint": m.checkpoint, "val_dice": best_dice,
-            "source_checkpoint": str(best) if best else None, "data": config.data.cache}
-    return export_net(net, out / config.output.export, info)
+            "source_checkpoint": str(best) if best else None, "data": config.data.cache,
+            "click_steps": m.clicks.steps if isinstance(net, SamNet) else 0}
+    path = export_net(net, out / config.output.export, info)
+    if isinstance(net, SamNet) and net.mode == "decoder-lora":  # also the small adapter alone
+        from ..models.adapters import save_adapter
+        from .lora import DECODER_PROMPT_PARTS
+
+        adapter = save_adapter(net.model, path.with_name(path.stem + ".adapter.pt"), m.name, m.lora.rank,
+                               m.lora.alpha, DECODER_PROMPT_PARTS, info)
+        log.info("exported the adapter alone: %s (%.0f kB)", adapter, adapter.stat().st_size / 1024)
+    return path
 
 
 def fit(config: FitConfig, sources: DataSources | None = None, model: nn.Module | None = None,

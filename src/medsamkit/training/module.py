@@ -73,7 +73,7 @@ class SegmentationModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits, iou = self(batch)
-        parts = self.loss(logits, batch["mask"], iou)
+        parts = self.loss(logits, _repeat(batch["mask"], logits), iou)
         n = batch["mask"].shape[0]
         self.log("train_loss", parts["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=n, sync_dist=True)
         for key in ("dice", "bce", "iou_mse"):
@@ -139,6 +139,13 @@ class SegmentationModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_trained_state(self, checkpoint)
+
+
+def _repeat(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """The targets repeated when the net returns several predictions per sample (click steps,
+    stacked along the batch)."""
+    k = logits.shape[0] // target.shape[0]
+    return target if k == 1 else target.repeat(k, *([1] * (target.dim() - 1)))
 
 
 def check_trained_state(module: SegmentationModule, checkpoint: dict[str, Any], source: str = "checkpoint") -> None:

