@@ -152,3 +152,36 @@ def test_group_points_follows_the_command_line_order():
     groups = group_points(args)
     assert groups.leading == ["a"] and groups.by_box == {0: ["c", "d"]} and groups.by_recist == {0: ["e"]}
     assert args.box == ["b1", "b2"] and args.point == ["a", "c", "d", "e"]
+
+
+def test_a_session_written_as_a_prompts_file_replays_to_the_same_labels(files, tmp_path, capsys):
+    """The web app's and the Python session's prompts file, replayed by the CLI: same label map."""
+    from medsamkit.inference.clicks import write_prompts_file
+    from medsamkit.inference.prompts3d import VolumePrompt
+    from medsamkit.inference.session import Session2D
+    from medsamkit.inference.session3d import Session3D
+
+    d, truth = files
+    grey = cv2.imread(str(d / "ring.png"), cv2.IMREAD_GRAYSCALE)
+    session = Session2D(StubPredictor(), np.repeat(grey[:, :, None], 3, axis=2))
+    a = session.add_object((24, 9, 66, 51), label=2)
+    session.add_click(a, (45, 30, 0))
+    session.add_object(points=[(5, 5, 1)], label=9)
+    write_prompts_file(tmp_path / "p2.json", session.prompt_records())
+    code, _, err = run(capsys, "segment", d / "ring.png", "--boxes-file", tmp_path / "p2.json", "-o", tmp_path / "m.png")
+    assert code == 0, err
+    np.testing.assert_array_equal(read_png(tmp_path / "m.png"), session.label_map())
+
+    volume, _ = read_volume(d / "tube.nii.gz")
+    session3d = Session3D(StubPredictor(), volume.astype(np.uint8))
+    obj = session3d.add_object(VolumePrompt((24, 9, 66, 51), 3, (2, 5), 4))
+    session3d.add_click(obj, (45, 30, 4, 0))
+    session3d.add_click(obj, (50, 20, 7, 1))  # extends the range to slice 7
+    write_prompts_file(tmp_path / "p3.json", session3d.prompt_records())
+    out = tmp_path / "s.nii.gz"
+    code, _, err = run(capsys, "segment", d / "tube.nii.gz", "--boxes-file", tmp_path / "p3.json", "--modality", "rgb",
+                       "-o", out)
+    assert code == 0, err
+    replayed, _ = read_volume(out)
+    np.testing.assert_array_equal(replayed, session3d.label_map())
+    assert replayed[7].any() and not replayed[0].any()

@@ -320,3 +320,22 @@ def test_clear_is_one_undoable_step_and_label_slice_is_a_slice_of_the_label_map(
     assert session.objects == () and not session.label_map().any() and not session.label_slice(4).any()
     session.undo()
     np.testing.assert_array_equal(session.label_map(), labels)
+
+
+def test_a_range_that_shrinks_drops_the_clicks_outside_and_replays_the_same():
+    volume, prompts = _three_boxes()
+    session = Session3D(StubPredictor(), volume)
+    [obj] = session.add_objects([VolumePrompt(prompts[0].box, 4, (4, 4), 1)])
+    session.add_click(obj, (14, 12, 8, 1))  # extends the range to slice 8
+    session.add_click(obj, (14, 12, 5, 0))
+    assert session.object(obj).z_range == (4, 8)
+    session.set_range(obj, (2, 6))
+    shrunk = session.object(obj)
+    assert shrunk.z_range == shrunk.given_range == (2, 6) and [c.z for c in shrunk.clicks] == [5]
+    assert set(shrunk.slices) == {2, 3, 4, 5, 6}
+    replay = Session3D(StubPredictor(), volume)
+    [record] = session.prompt_records()
+    assert record["z_range"] == [2, 6] and record["slice"] == 4
+    replay.add_objects([VolumePrompt(tuple(record["box"]), record["slice"], tuple(record["z_range"]), 1,
+                                     shrunk.clicks)])
+    np.testing.assert_array_equal(replay.label_map(), session.label_map())

@@ -149,3 +149,27 @@ def check_clicks_3d(clicks: Sequence[Click], shape: Sequence[int], source: str |
         if not (0 <= c.x < w and 0 <= c.y < h and 0 <= c.z < nz):
             raise InputError(source, f"{where}point {c.describe()} lies outside the volume "
                                      f"(x 0..{w - 1}, y 0..{h - 1}, z 0..{nz - 1})")
+
+
+def prompt_record(box: Sequence[float] | None, clicks: Sequence[Click], label: int | None,
+                  **extra: object) -> dict[str, object]:
+    """One prompts-file entry (JSON-ready): ``{"box": [...], "label": L, "points": [[...]], ...}``."""
+    record: dict[str, object] = {}
+    if box is not None:
+        record["box"] = [float(v) for v in box]
+    record.update({k: v for k, v in extra.items() if v is not None})
+    if label is not None:
+        record["label"] = int(label)
+    if clicks:
+        record["points"] = [c.as_list() for c in clicks]
+    return record
+
+
+def write_prompts_file(path: str | os.PathLike, records: Sequence[dict[str, object]]) -> None:
+    """Write prompts-file entries as JSON (atomically): ``medsamkit segment --boxes-file`` replays them."""
+    import json
+
+    from ..io.writers import atomic_output
+
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(list(records), indent=1) + "\n", encoding="utf-8")

@@ -22,7 +22,7 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from ..errors import InputError
-from .clicks import Click, check_clicks_2d
+from .clicks import Click, check_clicks_2d, prompt_record
 from .predictor import ImageEmbedding, Predictor, check_rgb_image, validate_boxes
 from .refine import DecodeRequest, MaskResult, decode_requests, label_map_from_logits
 
@@ -164,6 +164,12 @@ class Session2D:
         except KeyError:
             raise InputError(None, f"no object {obj_id} in this session (objects: "
                                    f"{', '.join(map(str, self._history.current)) or 'none'})") from None
+
+    def prompt_records(self) -> list[dict]:
+        """The objects as prompts-file entries (box, label, clicks in order): written with
+        :func:`~medsamkit.inference.clicks.write_prompts_file`, ``medsamkit segment --boxes-file``
+        replays them to the same label map."""
+        return [prompt_record(o.box, o.clicks, o.label) for o in self.objects]
 
     def label_map(self) -> np.ndarray:
         """(H, W) label map: each pixel takes the label of the object with the highest logit there

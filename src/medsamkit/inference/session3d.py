@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..preprocessing.labels import box_from_mask
-from .clicks import Click, check_clicks_3d
+from .clicks import Click, check_clicks_3d, prompt_record
 from .predictor import ImageEmbedding, Predictor
 from .prompts3d import VolumePrompt, check_prompt
 from .propagate import PropagationConfig, Propagator, SliceSource, VolumeSlices
@@ -73,6 +73,7 @@ class VolumeObject:
         z_range: ``(z0, z1)`` inclusive; a foreground click outside it extends it.
         clicks: the clicks so far, in order.
         slices: slice index -> :class:`SliceState` (never modified: updates make a new mapping).
+        given_range: the z range the object was given (``z_range`` may have grown since).
     """
 
     obj_id: int
@@ -82,10 +83,16 @@ class VolumeObject:
     z_range: tuple[int, int]
     clicks: tuple[Click, ...]
     slices: Mapping[int, SliceState] = field(default_factory=dict)
+    given_range: tuple[int, int] | None = None
 
     def prompt(self) -> VolumePrompt:
         """The object as a :class:`VolumePrompt` (box, key slice, range, label, clicks)."""
         return VolumePrompt(self.box, self.key_slice, self.z_range, self.label, self.clicks)
+
+    def given_prompt(self) -> VolumePrompt:
+        """The prompt as the object was given (its first z range) with all its clicks: replaying it
+        gives this object again."""
+        return VolumePrompt(self.box, self.key_slice, self.given_range or self.z_range, self.label, self.clicks)
 
     def clicks_on(self, z: int) -> tuple[Click, ...]:
         return tuple(c for c in self.clicks if c.z == z)
@@ -231,13 +238,15 @@ class SliceRefiner:
         return out
 
     def resize(self, updates: Sequence[tuple[VolumeObject, tuple[int, int]]]) -> list[VolumeObject]:
-        """Give objects new z ranges: slices outside go; a range that grows is propagated outward
-        from the old ends (each new slice decoded as a full propagation over the new range would,
-        so the result is the same as segmenting the object with that range from the start)."""
+        """Give objects new z ranges: slices and clicks outside go; a range that grows is propagated
+        outward from the old ends as the box step would (so the object is the one its box, the new
+        range and its clicks give from the start)."""
         resized, starts, owners = [], [], []
         for k, (obj, (z0, z1)) in enumerate(updates):
             old0, old1 = obj.z_range
-            obj = replace(obj, z_range=(z0, z1), slices={z: s for z, s in obj.slices.items() if z0 <= z <= z1})
+            obj = replace(obj, z_range=(z0, z1), given_range=(z0, z1),
+                          slices={z: s for z, s in obj.slices.items() if z0 <= z <= z1},
+                          clicks=tuple(c for c in obj.clicks if z0 <= c.z <= z1))
             resized.append(obj)
             # a walk that ended before the old end (stop_when_empty, point-only) would end there again
             for grows, edge, step in ((z1 > old1, old1, 1), (z0 < old0, old0, -1)):
@@ -402,7 +411,9 @@ class PropagatorRefiner:
         return self.segment(changed)
 
     def resize(self, updates: Sequence[tuple[VolumeObject, tuple[int, int]]]) -> list[VolumeObject]:
-        return self.segment([replace(obj, z_range=tuple(r)) for obj, r in updates])
+        return self.segment([replace(obj, z_range=tuple(r), given_range=tuple(r),
+                                     clicks=tuple(c for c in obj.clicks if r[0] <= c.z <= r[1]))
+                             for obj, r in updates])
 
 
 class Session3D:
@@ -450,6 +461,12 @@ class Session3D:
                                        self.shape[1:])
         return labels.astype(dtype, copy=False)
 
+    def prompt_records(self) -> list[dict]:
+        """The objects as prompts-file entries (the 2D box with its key slice and z range, the
+        label, the clicks in order); ``medsamkit segment VOLUME --boxes-file`` replays them."""
+        return [prompt_record(o.box, o.clicks, o.label, slice=o.key_slice if o.box is not None else None,
+                              z_range=list(o.given_range or o.z_range)) for o in self.objects]
+
     def label_map(self) -> np.ndarray:
         """(z, y, x) label volume: a voxel claimed by several objects goes to the highest logit."""
         objects = self.objects
@@ -493,7 +510,8 @@ class Session3D:
             check_prompt(p, self.shape, source, where=f"object {i + 1} ({p.describe()})")
             label = p.label if p.label is not None else _next_label(used)
             used.append(label)
-            new.append(VolumeObject(self._next_id + i, label, p.box, p.key_slice, p.z_range, p.points))
+            new.append(VolumeObject(self._next_id + i, label, p.box, p.key_slice, p.z_range, p.points,
+                                    given_range=p.z_range))
         self._next_id += len(new)
         done = self.refiner.segment(new)
         state = dict(self._history.current)
@@ -539,7 +557,8 @@ class Session3D:
 
         A range that grows is propagated from the old ends (an object added on its key slice
         alone, ``z_range = (key, key)``, and then given its range is the same as the object
-        added with that range); slices outside a range that shrinks are dropped.
+        added with that range); slices outside a range that shrinks are dropped, with the clicks
+        on them. The new range is the object's given range (its prompts-file ``z_range``).
         """
         nz = self.shape[0]
         updates = []

@@ -253,23 +253,12 @@ def segment_once(session: WebSession, predictor: Predictor, request: SegmentRequ
 
 # ---------------------------------------------------------------------------------- export
 def prompts_file(session: WebSession) -> list[dict]:
-    """The objects as a prompts file (``medsamkit segment --boxes-file``): replaying it adds each
-    object's box (on its key slice, over the range propagated so far), then its clicks in order,
-    and gives the same label map."""
-    entries = []
-    volume = session.record.volume
-    for obj in session.interaction.objects:
-        entry: dict = {}
-        if obj.box is not None:
-            entry["box"] = [float(v) for v in obj.box]
-        if volume:
-            entry["slice"] = obj.key_slice
-            entry["z_range"] = list(obj.z_range)
-        entry["label"] = obj.label
-        if obj.clicks:
-            entry["points"] = [c.as_list() for c in obj.clicks]
+    """The session's prompts-file entries (``medsamkit segment --boxes-file`` replays them to the
+    same label map), with the page's object names."""
+    s = session.interaction
+    records = s.prompt_records()
+    for record, obj in zip(records, s.objects):
         name = session.names.get(obj.label)
         if name:
-            entry["name"] = name
-        entries.append(entry)
-    return entries
+            record["name"] = name
+    return records

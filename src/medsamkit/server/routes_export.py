@@ -44,7 +44,9 @@ def download_labels(session: WebSession = Depends(web_session)) -> Response:
 @router.get("/api/images/{image_id}/prompts", summary="The prompts as a file medsamkit segment --boxes-file replays",
             response_class=Response, responses={200: {"content": {"application/json": {}}}})
 def download_prompts(session: WebSession = Depends(web_session)) -> Response:
-    prompts = interaction.prompts_file(session)
+    session.check_idle()
+    with session.lock:
+        prompts = interaction.prompts_file(session)
     stem = session.record.output_name().rsplit("_labels", 1)[0]
     body = ("[\n" + ",\n".join("  " + json.dumps(p) for p in prompts) + "\n]\n").encode("utf-8")
     return Response(body, media_type="application/json", headers=_attachment(f"{stem}_prompts.json"))
