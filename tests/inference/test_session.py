@@ -135,6 +135,20 @@ def test_undo_redo_and_remove():
     assert not session.can_redo
 
 
+def test_clear_removes_every_object_in_one_undoable_step():
+    rgb, _, (cx, cy) = ring_image()
+    session = Session2D(StubPredictor(), rgb)
+    session.add_object(RING_BOX, label=2)
+    session.add_object(points=[(cx, cy, 1)], label=5)
+    labels = session.label_map().copy()
+    session.clear()
+    assert session.objects == () and not session.label_map().any()
+    session.clear()  # nothing to clear: no new step
+    assert session.undo()
+    np.testing.assert_array_equal(session.label_map(), labels)
+    assert [o.label for o in session.objects] == [2, 5]
+
+
 def test_overlapping_objects_split_by_logit_and_labels_are_written():
     rgb, ring, _ = ring_image()
     session = Session2D(StubPredictor(), rgb)

@@ -246,3 +246,96 @@ def test_a_propagator_plugs_in_and_gets_the_clicks_as_points():
     last = fake.prompts[-1][0]
     assert last.points == (Click(20, 20, 1, z=8),) and last.z_range == (3, 8) and last.box == (14, 4, 46, 36)
     assert session.label_map()[3:9].all()
+
+
+# ------------------------------------------------------------ ranges, progress, clear (web app)
+def _three_boxes():
+    rng = np.random.default_rng(1)
+    volume = np.full((NZ, H, W), 20, np.uint8)
+    for k, (x, y) in enumerate([(8, 8), (30, 12)]):
+        for z in range(1, 9):
+            dx, dy = rng.integers(-2, 3, 2)
+            volume[z, y + dy:y + dy + 9, x + dx:x + dx + 12] = 180 + 20 * k
+    return volume, [VolumePrompt((7, 5, 22, 19), 4, (1, 8), 1), VolumePrompt((28, 9, 44, 23), 5, (0, 9), 2)]
+
+
+def test_an_object_added_on_its_key_slice_then_given_its_range_equals_one_added_with_it():
+    volume, prompts = _three_boxes()
+    whole = Session3D(StubPredictor(), volume)
+    whole.add_objects(prompts)
+    stepwise = Session3D(StubPredictor(), volume)
+    ids = stepwise.add_objects([VolumePrompt(p.box, p.key_slice, (p.key_slice, p.key_slice), p.label) for p in prompts])
+    assert all(set(stepwise.object(i).slices) == {p.key_slice} for i, p in zip(ids, prompts))
+    stepwise.set_ranges({i: p.z_range for i, p in zip(ids, prompts)})
+    np.testing.assert_array_equal(stepwise.label_map(), whole.label_map())
+    assert stepwise.refiner.embeddings.encoder_calls == whole.refiner.embeddings.encoder_calls  # each slice once
+    assert [stepwise.object(i).z_range for i in ids] == [(1, 8), (0, 9)]
+    # shrinking drops the slices outside; undo gives them back
+    stepwise.set_range(ids[1], (3, 6))
+    assert set(stepwise.object(ids[1]).slices) == {3, 4, 5, 6}
+    stepwise.undo()
+    np.testing.assert_array_equal(stepwise.label_map(), whole.label_map())
+    with pytest.raises(InputError, match="leaves out its key slice 4"):
+        stepwise.set_range(ids[0], (5, 9))
+    with pytest.raises(InputError, match="within the volume's slices 0..9"):
+        stepwise.set_range(ids[0], (0, 10))
+
+
+def test_the_monitor_follows_every_slice_and_stopping_it_leaves_the_session_as_it_was():
+    volume, prompts = _three_boxes()
+    session = Session3D(StubPredictor(), volume)
+    [obj] = session.add_objects([VolumePrompt(prompts[0].box, 4, (4, 4), 1)])
+    calls = []
+    session.monitor = lambda done, planned, z: calls.append((done, planned, z))
+    session.set_range(obj, (1, 8))
+    assert calls == [(0, 7, 5), (1, 7, 6), (2, 7, 7), (3, 7, 8), (4, 7, 3), (5, 7, 2), (6, 7, 1)]
+    before = session.label_map()
+    session.undo()
+    key_only = session.label_map()
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_slice_2(done, planned, z):
+        if z == 2:
+            raise Stop
+
+    session.monitor = stop_at_slice_2
+    with pytest.raises(Stop):
+        session.set_range(obj, (1, 8))
+    assert session.object(obj).z_range == (4, 4)
+    np.testing.assert_array_equal(session.label_map(), key_only)
+    session.monitor = None
+    session.redo()
+    np.testing.assert_array_equal(session.label_map(), before)
+
+
+def test_clear_is_one_undoable_step_and_label_slice_is_a_slice_of_the_label_map():
+    volume, prompts = _three_boxes()
+    session = Session3D(StubPredictor(), volume)
+    session.add_objects(prompts)
+    labels = session.label_map()
+    assert all(np.array_equal(session.label_slice(z), labels[z]) for z in range(NZ))
+    session.clear()
+    assert session.objects == () and not session.label_map().any() and not session.label_slice(4).any()
+    session.undo()
+    np.testing.assert_array_equal(session.label_map(), labels)
+
+
+def test_a_range_that_shrinks_drops_the_clicks_outside_and_replays_the_same():
+    volume, prompts = _three_boxes()
+    session = Session3D(StubPredictor(), volume)
+    [obj] = session.add_objects([VolumePrompt(prompts[0].box, 4, (4, 4), 1)])
+    session.add_click(obj, (14, 12, 8, 1))  # extends the range to slice 8
+    session.add_click(obj, (14, 12, 5, 0))
+    assert session.object(obj).z_range == (4, 8)
+    session.set_range(obj, (2, 6))
+    shrunk = session.object(obj)
+    assert shrunk.z_range == shrunk.given_range == (2, 6) and [c.z for c in shrunk.clicks] == [5]
+    assert set(shrunk.slices) == {2, 3, 4, 5, 6}
+    replay = Session3D(StubPredictor(), volume)
+    [record] = session.prompt_records()
+    assert record["z_range"] == [2, 6] and record["slice"] == 4
+    replay.add_objects([VolumePrompt(tuple(record["box"]), record["slice"], tuple(record["z_range"]), 1,
+                                     shrunk.clicks)])
+    np.testing.assert_array_equal(replay.label_map(), session.label_map())

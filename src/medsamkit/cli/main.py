@@ -14,9 +14,9 @@ import sys
 from .. import __version__
 from ..errors import MedsamkitError
 from . import demo, fit, inspect_cache, models, preprocess, segment
-from . import compare, evaluate
+from . import compare, evaluate, serve
 
-VERBS = (segment, models, demo, preprocess, inspect_cache, fit, evaluate, compare)
+VERBS = (segment, models, demo, preprocess, inspect_cache, fit, evaluate, compare, serve)
 
 
 class _Parser(argparse.ArgumentParser):

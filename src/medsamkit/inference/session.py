@@ -270,6 +270,11 @@ class Session2D:
         state = {k: v for k, v in self._history.current.items() if k != obj_id}
         self._history.push(state)
 
+    def clear(self) -> None:
+        """Remove every object, as one operation (undo brings them back)."""
+        if self._history.current:
+            self._history.push({})
+
     def _request(self, box, clicks: tuple[Click, ...], previous: MaskResult | None) -> DecodeRequest:
         mask = previous.low_res_logits if (self.config.mask_prompt and previous is not None) else None
         return DecodeRequest(box, clicks, mask)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -40,6 +40,10 @@ from .refine import DecodeRequest, MaskResult, decode_requests, label_map_from_l
 from .session import History, RefineConfig, _next_label, as_click
 
 log = logging.getLogger(__name__)
+
+#: Called before each slice a propagation visits with ``(slices done, slices planned, slice)``;
+#: it may raise to stop the operation, which then leaves the session as it was.
+Monitor = Callable[[int, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -102,11 +106,16 @@ class VolumeObject:
 
 
 class VolumeRefiner(Protocol):
-    """A 3D strategy: segment new objects, and apply one click to each of several objects."""
+    """A 3D strategy: segment new objects, apply one click to each of several objects, change
+    objects' z ranges; ``monitor`` (or None) follows the slices of each operation."""
+
+    monitor: Monitor | None
 
     def segment(self, objects: Sequence[VolumeObject]) -> list[VolumeObject]: ...
 
     def refine(self, updates: Sequence[tuple[VolumeObject, Click]]) -> list[VolumeObject]: ...
+
+    def resize(self, updates: Sequence[tuple[VolumeObject, tuple[int, int]]]) -> list[VolumeObject]: ...
 
 
 class EmbeddingLRU:
@@ -167,6 +176,7 @@ class SliceRefiner:
         self.config = config or RefineConfig()
         self.embeddings = EmbeddingLRU(predictor, slices, max_cached_embeddings)
         self.decoder_calls = 0
+        self.monitor: Monitor | None = None
         self._box_step = False
 
     # ------------------------------------------------------------------------ strategy
@@ -227,6 +237,31 @@ class SliceRefiner:
             k += 1
         return out
 
+    def resize(self, updates: Sequence[tuple[VolumeObject, tuple[int, int]]]) -> list[VolumeObject]:
+        """Give objects new z ranges: slices and clicks outside go; a range that grows is propagated
+        outward from the old ends as the box step would (so the object is the one its box, the new
+        range and its clicks give from the start)."""
+        resized, starts, owners = [], [], []
+        for k, (obj, (z0, z1)) in enumerate(updates):
+            old0, old1 = obj.z_range
+            obj = replace(obj, z_range=(z0, z1), given_range=(z0, z1),
+                          slices={z: s for z, s in obj.slices.items() if z0 <= z <= z1},
+                          clicks=tuple(c for c in obj.clicks if z0 <= c.z <= z1))
+            resized.append(obj)
+            # a walk that ended before the old end (stop_when_empty, point-only) would end there again
+            for grows, edge, step in ((z1 > old1, old1, 1), (z0 < old0, old0, -1)):
+                if grows and edge in obj.slices:
+                    starts.append((obj, edge, None, (step,)))
+                    owners.append(k)
+        self._box_step = True  # the new slices are the box step's, as if the range had been given first
+        try:
+            walked = self._run(starts, forced=True)
+        finally:
+            self._box_step = False
+        for k, slices in zip(owners, walked):
+            resized[k] = replace(resized[k], slices={**resized[k].slices, **slices})
+        return resized
+
     # ------------------------------------------------------------------------ the walks
     def _request(self, obj: VolumeObject, z: int, own_previous: bool, box=None,
                  neighbour: MaskResult | None = None) -> DecodeRequest:
@@ -284,16 +319,23 @@ class SliceRefiner:
                 walks.append((i, _Walk(obj, +1, z + 1, z1, previous, forced_here, slices[i])))
             if -1 in directions and z > z0:
                 walks.append((i, _Walk(obj, -1, z - 1, z0, previous, forced_here, slices[i])))
+        sweeps = []
         for step in (+1, -1):
             todo = [w for _, w in walks if w.step == step]
             if not todo:
                 continue
             zs = [w.next_z for w in todo] + [w.end for w in todo]
             order = range(min(zs), max(zs) + 1) if step > 0 else range(max(zs), min(zs) - 1, -1)
+            sweeps.append((todo, order))
+        planned, done = sum(len(order) for _, order in sweeps), 0
+        for todo, order in sweeps:
             for z in order:
                 active = [w for w in todo if w.active(z)]
                 if active:
+                    if self.monitor is not None:
+                        self.monitor(done, planned, z)
                     self._advance(z, active)
+                done += 1
         return slices
 
     def _advance(self, z: int, walks: list[_Walk]) -> None:
@@ -339,11 +381,16 @@ class PropagatorRefiner:
 
     def __init__(self, propagator: Propagator, slices: SliceSource) -> None:
         self.propagator, self.slices = propagator, slices
+        self.monitor: Monitor | None = None
 
     def segment(self, objects: Sequence[VolumeObject]) -> list[VolumeObject]:
         state = self.propagator.init_state(self.slices, [o.prompt() for o in objects])
         found: list[dict[int, SliceState]] = [{} for _ in objects]
-        for result in self.propagator.propagate(state):
+        plan = getattr(state, "plan", None)  # a Propagator's state is its own; PropagationState has a plan
+        planned = sum(len(part) for part in plan()) if callable(plan) else 0
+        for done, result in enumerate(self.propagator.propagate(state)):
+            if self.monitor is not None:
+                self.monitor(done, planned, result.z)
             for k, obj_index in enumerate(result.obj_ids):
                 obj = objects[obj_index]
                 previous = found[obj_index].get(result.z)
@@ -362,6 +409,11 @@ class PropagatorRefiner:
                 obj = replace(obj, z_range=(min(z0, click.z), max(z1, click.z)))
             changed.append(replace(obj, clicks=obj.clicks + (click,)))
         return self.segment(changed)
+
+    def resize(self, updates: Sequence[tuple[VolumeObject, tuple[int, int]]]) -> list[VolumeObject]:
+        return self.segment([replace(obj, z_range=tuple(r), given_range=tuple(r),
+                                     clicks=tuple(c for c in obj.clicks if r[0] <= c.z <= r[1]))
+                             for obj, r in updates])
 
 
 class Session3D:
@@ -399,6 +451,15 @@ class Session3D:
         except KeyError:
             raise InputError(None, f"no object {obj_id} in this session (objects: "
                                    f"{', '.join(map(str, self._history.current)) or 'none'})") from None
+
+    def label_slice(self, z: int) -> np.ndarray:
+        """(y, x) label map of slice ``z`` alone (as :meth:`label_map` has it, without the rest)."""
+        objects = self.objects
+        dtype = np.uint8 if max((o.label for o in objects), default=0) <= 255 else np.uint16
+        present = [o for o in objects if z in o.slices]
+        labels = label_map_from_logits([o.slices[z].result.logits for o in present], [o.label for o in present],
+                                       self.shape[1:])
+        return labels.astype(dtype, copy=False)
 
     def prompt_records(self) -> list[dict]:
         """The objects as prompts-file entries (the 2D box with its key slice and z range, the
@@ -481,3 +542,46 @@ class Session3D:
     def remove_object(self, obj_id: int) -> None:
         self.object(obj_id)
         self._history.push({k: v for k, v in self._history.current.items() if k != obj_id})
+
+    def clear(self) -> None:
+        """Remove every object, as one operation (undo brings them back)."""
+        if self._history.current:
+            self._history.push({})
+
+    def set_range(self, obj_id: int, z_range: Sequence[int]) -> VolumeObject:
+        """Change an object's z range (see :meth:`set_ranges`); returns the updated object."""
+        return self.set_ranges({obj_id: z_range})[obj_id]
+
+    def set_ranges(self, ranges: Mapping[int, Sequence[int]]) -> dict[int, VolumeObject]:
+        """New z ranges ``(z0, z1)`` for several objects, as one operation.
+
+        A range that grows is propagated from the old ends (an object added on its key slice
+        alone, ``z_range = (key, key)``, and then given its range is the same as the object
+        added with that range); slices outside a range that shrinks are dropped, with the clicks
+        on them. The new range is the object's given range (its prompts-file ``z_range``).
+        """
+        nz = self.shape[0]
+        updates = []
+        for obj_id, z_range in ranges.items():
+            obj = self.object(obj_id)
+            z0, z1 = (int(v) for v in z_range)
+            if not 0 <= z0 <= z1 < nz:
+                raise InputError(None, f"object {obj_id}: z range {z0},{z1} must be within the volume's "
+                                       f"slices 0..{nz - 1}, z0 <= z1")
+            if not z0 <= obj.key_slice <= z1:
+                raise InputError(None, f"object {obj_id}: z range {z0},{z1} leaves out its key slice {obj.key_slice}")
+            updates.append((obj, (z0, z1)))
+        done = self.refiner.resize(updates)
+        state = dict(self._history.current)
+        state.update({o.obj_id: o for o in done})
+        self._history.push(state)
+        return {o.obj_id: o for o in done}
+
+    @property
+    def monitor(self) -> Monitor | None:
+        """Called before each slice an operation visits (see :data:`Monitor`); None: not followed."""
+        return self.refiner.monitor
+
+    @monitor.setter
+    def monitor(self, value: Monitor | None) -> None:
+        self.refiner.monitor = value
