@@ -326,3 +326,67 @@ def test_resize_mask_stays_aligned_with_the_image_and_the_box(family):
     assert abs(xs.max() + 1 - box[2]) <= 1.5 and abs(ys.max() + 1 - box[3]) <= 1.5
     nh, nw = frame.resized_size
     assert not small[nh:].any() and not small[:, nw:].any()
+
+
+# --------------------------------------------------------------- propagation boxes (grown_box)
+def test_litemedsam_grown_box_grows_3_px_of_the_256_frame_on_a_non_square_slice():
+    """512 x 384 slice: ratio 256/512 = 0.5, resized 192 x 256. A mask covering whole 2 x 2 blocks
+    resizes (INTER_AREA) to exact 256-frame pixels, so the official box is known by hand."""
+    geo = LiteMedSAMGeometry()
+    frame = geo.frame((384, 512))
+    assert frame.resized_size == (192, 256)
+    mask = np.zeros((384, 512), bool)
+    mask[100:160, 200:300] = True  # rows 100..159 -> 50..79, cols 200..299 -> 100..149 at 256
+    box = geo.grown_box(mask, frame, 3)
+    # 256 frame: (100 - 3, 50 - 3, 149 + 3, 79 + 3) = (97, 47, 152, 82); original = / 0.5
+    assert box == (194.0, 94.0, 304.0, 164.0)  # 6 px on the low sides of a 512 px slice
+    np.testing.assert_array_equal(geo.boxes_to_model(np.array([box]), frame)[0].numpy(), [97, 47, 152, 82])
+    # clipped to the 256 x 256 model input (the padding included, as get_bbox256 clips to 256)
+    corner = np.zeros((384, 512), bool)
+    corner[300:384, 400:512] = True  # -> rows 150..191, cols 200..255
+    assert geo.grown_box(corner, frame, 3) == (394.0, 294.0, 512.0, 388.0)  # (197, 147, 256, 194) * 2
+    assert geo.grown_box(np.zeros((384, 512), bool), frame, 3) is None
+
+
+def test_litemedsam_grown_box_follows_the_reference_on_an_odd_ratio():
+    """622 x 500: ratio 256/622. The 256-frame box is the bounding box of the INTER_AREA-resized
+    mask grown by 3 and clipped to 0..256 (written out here with cv2 as the script does); mapping
+    it back to original pixels and forward again gives it exactly."""
+    import cv2
+
+    geo = LiteMedSAMGeometry()
+    frame = geo.frame((500, 622))
+    mask = np.zeros((500, 622), np.uint8)
+    mask[37:211, 3:400] = 1
+    small = np.zeros((256, 256), np.uint8)
+    nh, nw = frame.resized_size
+    small[:nh, :nw] = cv2.resize(mask, (nw, nh), interpolation=cv2.INTER_AREA)
+    ys, xs = np.nonzero(small)
+    expected = [max(xs.min() - 3, 0), max(ys.min() - 3, 0), min(xs.max() + 3, 256), min(ys.max() + 3, 256)]
+    box = geo.grown_box(mask, frame, 3)
+    np.testing.assert_array_equal(geo.boxes_to_model(np.array([box]), frame)[0].numpy(), expected)
+    assert expected[0] == 0  # x0 - 3 clipped at the frame's edge
+
+
+@pytest.mark.parametrize("shape", [(500, 622), (622, 500), (333, 777), (91, 100), (512, 512), (1000, 37)])
+def test_litemedsam_boxes_from_model_is_the_exact_inverse_of_the_truncation(shape):
+    geo = LiteMedSAMGeometry()
+    frame = geo.frame(shape)
+    model = np.arange(257, dtype=np.float64)
+    boxes = np.stack([model, model, model, model], axis=1)
+    back = geo.boxes_from_model(boxes, frame)
+    np.testing.assert_array_equal(geo.boxes_to_model(back, frame).numpy(), boxes)
+    ratio = 256 / max(shape)
+    np.testing.assert_allclose(back, boxes / ratio, rtol=1e-12)  # and no further than float rounding
+
+
+def test_medsam_grown_box_grows_in_the_1024_frame_per_axis():
+    """MedSAM squashes 512 wide x 256 high to 1024 x 1024: 3 model px are 1.5 px along x and
+    0.75 px along y of the slice."""
+    geo = MedSAMGeometry()
+    frame = geo.frame((256, 512))
+    mask = np.zeros((256, 512), bool)
+    mask[5:8, 10:21] = True
+    box = geo.grown_box(mask, frame, 3)
+    np.testing.assert_allclose(box, (10 - 1.5, 5 - 0.75, 20 + 1.5, 7 + 0.75))
+    np.testing.assert_allclose(geo.boxes_to_model(np.array([box]), frame)[0].numpy(), (17, 17, 43, 31))

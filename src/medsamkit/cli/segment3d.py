@@ -46,7 +46,9 @@ def add_volume_options(p: argparse.ArgumentParser) -> None:
                         "z range = the label's extent); the output keeps the label ids")
     g.add_argument("--labels", metavar="ID,ID,...", help="with --boxes-from-labels: only these label ids")
     g.add_argument("--grow", type=int, default=3, metavar="PX",
-                   help="next slice's box = previous mask's box grown by PX pixels (default 3)")
+                   help="next slice's box = previous mask's bounding box grown by PX pixels of the model's input "
+                        "frame, clipped to it (LiteMedSAM: its 256 px frame, as the official 3D script; 3 px there "
+                        "are about 6 px of a 512 px slice; MedSAM/SAM: 1024 px) (default 3)")
     g.add_argument("--stop-when-empty", action="store_true",
                    help="stop an object's propagation at its first empty slice (default: go on to the "
                         "end of its z range with the key box, as LiteMedSAM does)")

@@ -126,6 +126,26 @@ class ModelGeometry:
         scaled = np.asarray(points, dtype=np.float64) * np.array([sx, sy])
         return torch.as_tensor(scaled, dtype=torch.float32)
 
+    def boxes_from_model(self, boxes: np.ndarray, frame: Frame) -> np.ndarray:
+        """(N, 4) model-input boxes -> (N, 4) original-pixel boxes (float64) that
+        :meth:`boxes_to_model` maps back onto them (to float rounding)."""
+        sx, sy = frame.scale_xy
+        return np.asarray(boxes, dtype=np.float64) / np.array([sx, sy, sx, sy])
+
+    def grown_box(self, mask: np.ndarray, frame: Frame, grow_px: int) -> tuple[float, float, float, float] | None:
+        """The box for the next slice of a propagation: the bounding box of an (H, W) mask in the
+        model-input frame, grown by ``grow_px`` model-input pixels on every side and clipped to
+        the model input (0..S), returned in original pixels (:meth:`boxes_from_model`).
+        None for an empty mask."""
+        ys, xs = np.nonzero(np.asarray(mask))
+        if xs.size == 0:
+            return None
+        sx, sy = frame.scale_xy
+        s = frame.input_size
+        model = np.array([max(xs.min() * sx - grow_px, 0), max(ys.min() * sy - grow_px, 0),
+                          min(xs.max() * sx + grow_px, s), min(ys.max() * sy + grow_px, s)], dtype=np.float64)
+        return tuple(float(v) for v in self.boxes_from_model(model[None], frame)[0])  # type: ignore[return-value]
+
     def mask_to_model(self, mask: np.ndarray, frame: Frame, low_res: int = 256) -> torch.Tensor:
         """A binary (H, W) mask -> (1, 1, low_res, low_res) logits-like prompt (+/-8) in the
         low-resolution frame of the decoder output, aligned like the image."""
@@ -169,6 +189,38 @@ class LiteMedSAMGeometry(ModelGeometry):
     def points_to_model(self, points: np.ndarray, frame: Frame) -> torch.Tensor:
         ratio = self.input_size / max(frame.original_size)
         return torch.as_tensor(np.asarray(points, dtype=np.float64) * ratio, dtype=torch.float32)
+
+    def boxes_from_model(self, boxes: np.ndarray, frame: Frame) -> np.ndarray:
+        """Integer model-input boxes -> the smallest original coordinates that the truncating
+        :meth:`boxes_to_model` maps exactly back onto them."""
+        ratio = self.input_size / max(frame.original_size)
+        model = np.asarray(boxes, dtype=np.float64)
+        out = model / ratio
+        for _ in range(8):  # v / ratio * ratio can land one ulp under v; trunc would then drop 1
+            under = np.trunc(out * ratio) < model
+            if not under.any():
+                break
+            out = np.where(under, np.nextafter(out, np.inf), out)
+        return out
+
+    def grown_box(self, mask: np.ndarray, frame: Frame, grow_px: int) -> tuple[float, float, float, float] | None:
+        """LiteMedSAM's propagation box (CVPR24_LiteMedSAM_infer.py, ``get_bbox256``): the mask
+        resized into the 256 px frame as the image is (cv2 INTER_AREA, zero-padded), its
+        bounding box grown by ``grow_px`` (3 in the reference) and clipped to 0..256, mapped
+        back to original pixels so that :meth:`boxes_to_model` gives that 256 px box exactly.
+
+        The reference resizes its label map, whose value is the object's index, so for the 2nd,
+        3rd... object a partly covered 256 px pixel can count where it does not here; here the
+        mask is binary (the reference's behaviour for its first object)."""
+        nh, nw = frame.resized_size
+        small = cv2.resize((np.asarray(mask) > 0).astype(np.uint8), (nw, nh), interpolation=cv2.INTER_AREA)
+        ys, xs = np.nonzero(small)
+        if xs.size == 0:
+            return None
+        s = self.input_size
+        model = np.array([[max(int(xs.min()) - grow_px, 0), max(int(ys.min()) - grow_px, 0),
+                           min(int(xs.max()) + grow_px, s), min(int(ys.max()) + grow_px, s)]], dtype=np.float64)
+        return tuple(float(v) for v in self.boxes_from_model(model, frame)[0])  # type: ignore[return-value]
 
     def logits_to_original(self, low_res_logits: torch.Tensor, frame: Frame) -> torch.Tensor:
         nh, nw = frame.resized_size
