@@ -35,6 +35,9 @@ MODALITIES: tuple[str, ...] = (
 
 #: how a voxel claimed by several objects is labelled (``segment VOLUME --overlap``)
 OVERLAP_RULES: tuple[str, ...] = ("logit", "smallest", "last")
+#: the default rule: the object given last wins, as in the official LiteMedSAM 3D script; chosen
+#: by measurement on ../shared/data/volumes (docs/benchmarks.md, "3D propagation")
+DEFAULT_OVERLAP = "last"
 
 #: dataset layouts of ``medsamkit preprocess --layout``, in the order detection tries them
 LAYOUT_NAMES: tuple[str, ...] = (
