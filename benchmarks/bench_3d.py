@@ -20,10 +20,10 @@ The image encoder is shared: every slice tensor goes through the OFFICIAL TinyVi
 embedding reused by the official loop, which would recompute it for every object, and by ours when
 our input tensor equals the official's; ``benchmarks/encoder_vs_official.py`` shows our encoder
 gives the same embeddings within 3e-6). The largest difference between our input tensors and the
-official ones is recorded. Timing is separate (``--timed``): ours end to end with our own encoder,
-wall and CPU seconds of the propagation per volume (intensity scheme excluded), and peak RSS;
-for the official loop the encoder calls the script makes and the measured time per encoder and
-decoder call.
+official ones is recorded. Timing is a separate mode (``--timing``): per volume, ours end to end
+with our own encoder and default options, then the official loop as the script runs it (every
+slice encoded again for every object), wall and CPU seconds of the propagation (intensity scheme
+excluded) and the load average.
 
 Recorded per object: Dice against the truth (official; ours with each rule), and the agreement
 Dice of each object's own mask (before overlaps are resolved) ours vs official and ours with the
@@ -31,6 +31,7 @@ official settings vs official. Results go to a JSON file after each case; rerunn
 already there (resume).
 
     OMP_NUM_THREADS=2 python benchmarks/bench_3d.py [--out /work/runs/bench3d.json] [--datasets acdc-mr] [--limit 2]
+    OMP_NUM_THREADS=2 python benchmarks/bench_3d.py --timing --datasets acdc-mr --limit 3
     python benchmarks/bench_3d.py --table        # markdown tables from the JSON
 """
 
@@ -194,12 +195,15 @@ def _save(results: dict, out: Path) -> None:
     os.replace(tmp, out)
 
 
-def run_case(name, case, official: Official3D, shared: SharedEncoder, shared_predictor, own_predictor,
-             timed: bool) -> dict:
+def _case_inputs(case):
     image, geometry = read_volume(case.images[0])
     truth, _ = read_volume(case.label)
     ids = [int(v) for v in np.unique(truth) if v != 0]
-    boxes = [box3d_from_mask(truth == lab) for lab in ids]
+    return image, geometry, truth, ids, [box3d_from_mask(truth == lab) for lab in ids]
+
+
+def run_case(name, case, official: Official3D, shared: SharedEncoder, shared_predictor) -> dict:
+    image, geometry, truth, ids, boxes = _case_inputs(case)
     ours8, official8 = PercentileClip()(image), mr_to_uint8(np.asarray(image, np.float64))
     entry = {"dataset": name, "case": case.case_id, "shape": list(image.shape), "labels": ids,
              "boxes": [list(map(int, b)) for b in boxes],
@@ -226,10 +230,23 @@ def run_case(name, case, official: Official3D, shared: SharedEncoder, shared_pre
     entry["shared_encoder"] = {"ours_new_tensors": shared.misses - runs_before, "hits": shared.hits,
                                "max_input_diff": shared.max_input_diff}
     shared.clear()
-    if timed:
-        _, _, _, stats = _ours(ours8, geometry, prompts, own_predictor, "logit")
-        entry["ours"]["timed"] = stats
     return entry
+
+
+def time_case(case, model: OfficialModel, own_predictor) -> dict:
+    """Both end to end on one volume: ours (its own encoder, default options) and the official
+    loop as the script runs it (every slice encoded again for every object); propagation only,
+    the intensity scheme excluded."""
+    image, geometry, _, ids, boxes = _case_inputs(case)
+    vol8 = PercentileClip()(image)
+    prompts = [VolumePrompt.from_box3d(b, label=lab) for b, lab in zip(boxes, ids)]
+    load = os.getloadavg()[0]
+    _, _, _, ours = _ours(vol8, geometry, prompts, own_predictor, VolumeOptions().overlap)
+    t, cpu = time.perf_counter(), time.process_time()
+    _, run = Official3D(model)(mr_to_uint8(np.asarray(image, np.float64)), boxes)
+    official = {"seconds": time.perf_counter() - t, "cpu_seconds": time.process_time() - cpu,
+                "encoder_calls": run.encoder_calls, "decoder_calls": run.decoder_calls}
+    return {"ours": ours, "official": official, "load_before": load, "load_after": os.getloadavg()[0]}
 
 
 def run(args: argparse.Namespace) -> None:
@@ -251,12 +268,18 @@ def run(args: argparse.Namespace) -> None:
         dataset = read_dataset(args.volumes / name)
         for case in dataset.cases[:args.limit]:
             key = f"{name}/{case.case_id}"
-            if key in results["cases"]:
+            part = "timing" if args.timing else "cases"
+            if key in results.setdefault(part, {}):
                 print(f"{key}: done, skipped", flush=True)
                 continue
+            if args.timing:
+                results["timing"][key] = entry = {"dataset": name, **time_case(case, model, own_predictor)}
+                _save(results, args.out)
+                print(f"{key}: ours {entry['ours']['seconds']:.1f} s, official {entry['official']['seconds']:.1f} s",
+                      flush=True)
+                continue
             load = os.getloadavg()[0]
-            entry = run_case(name, case, official, shared, shared_predictor, own_predictor,
-                             timed=name in args.timed)
+            entry = run_case(name, case, official, shared, shared_predictor)
             entry["load_before"], entry["load_after"] = load, os.getloadavg()[0]
             results["cases"][key] = entry
             _save(results, args.out)
@@ -296,20 +319,22 @@ def table(out: Path, default_rule: str) -> str:
                      f"{ours['logit']:.3f} | {ours['smallest']:.3f} | "
                      f"{sum(c['ours_official_settings']['voxels_differing'] for c in cs)} | "
                      f"{sum(c['preprocessing_voxels_differing'] for c in cs)} |")
-    lines += ["", "| dataset | timed cases | s/volume ours, wall (CPU) | slices / encoder calls ours | "
-              "encoder calls official script | official s per encoder call (median) | peak RSS ours (MB) | load |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| dataset | cases | encoder calls ours / official script (mean per volume) | "
+              "official encoder s per call (median) |", "|---|---|---|---|"]
     for ds, cs in sorted(by_dataset.items()):
-        timed = [c for c in cs if "timed" in c["ours"]]
         enc = [s for c in cs for s in c["official"]["encoder_seconds"]]
-        lines.append(
-            f"| {ds} | {len(timed)} | {_mean(c['ours']['timed']['seconds'] for c in timed):.1f} "
-            f"({_mean(c['ours']['timed']['cpu_seconds'] for c in timed):.1f}) | "
-            f"{_mean(c['ours']['timed']['slices'] for c in timed):.0f} / {_mean(c['ours']['timed']['encoder_calls'] for c in timed):.0f} | "
-            f"{_mean(c['official']['encoder_calls'] for c in cs):.0f} | "
-            f"{statistics.median(enc) if enc else float('nan'):.2f} | "
-            f"{max((c['ours']['timed']['peak_rss_mb'] for c in timed), default=float('nan')):.0f} | "
-            f"{min(c['load_before'] for c in cs):.1f}-{max(c['load_after'] for c in cs):.1f} |")
+        ours_calls = _mean(c["shared_encoder"]["ours_new_tensors"] + c["official"]["encoder_runs"] for c in cs)
+        lines.append(f"| {ds} | {len(cs)} | {ours_calls:.0f} / {_mean(c['official']['encoder_calls'] for c in cs):.0f} | "
+                     f"{statistics.median(enc) if enc else float('nan'):.2f} |")
+    timing = json.loads(out.read_text(encoding="utf-8")).get("timing", {})
+    if timing:
+        lines += ["", "| case | ours s (CPU s) | encoder calls | official script s (CPU s) | encoder calls | "
+                  "official / ours (wall) | load before-after |", "|---|---|---|---|---|---|---|"]
+        for key, t in timing.items():
+            o, f = t["ours"], t["official"]
+            lines.append(f"| {key} | {o['seconds']:.1f} ({o['cpu_seconds']:.1f}) | {o['encoder_calls']} | "
+                         f"{f['seconds']:.1f} ({f['cpu_seconds']:.1f}) | {f['encoder_calls']} | "
+                         f"{f['seconds'] / o['seconds']:.2f} | {t['load_before']:.1f}-{t['load_after']:.1f} |")
     return "\n".join(lines)
 
 
@@ -319,8 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--volumes", type=Path, default=VOLUMES, help="the volumes folder (default: ../shared/data/volumes)")
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     ap.add_argument("--limit", type=int, default=None, help="first N cases of each dataset")
-    ap.add_argument("--timed", nargs="*", default=["acdc-mr", "brats2021-mr"], choices=DATASETS,
-                    help="datasets where ours also runs end to end with its own encoder, timed")
+    ap.add_argument("--timing", action="store_true",
+                    help="instead: time ours (its own encoder) and the official script's loop (every slice "
+                         "encoded again per object) end to end per volume; results under 'timing' in --out")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--table", action="store_true", help="print the markdown tables of --out and exit")
     ap.add_argument("--default-rule", default=VolumeOptions().overlap, choices=RULES)
