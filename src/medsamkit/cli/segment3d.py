@@ -56,7 +56,7 @@ def add_volume_options(p: argparse.ArgumentParser) -> None:
                    help="a voxel two objects claim goes to the object given last (default, as the official "
                         "LiteMedSAM script: give an inner object after the one around it), to the highest logit, "
                         "or to the object with the smaller mask on that slice; chosen by measurement on ACDC "
-                        "cardiac MR (docs/benchmarks.md: LV cavity Dice 0.97 last, 0.57 logit)")
+                        "cardiac MR (docs/benchmarks.md: LV Dice 0.97 last, 0.38 logit)")
     g.add_argument("--keep-largest", action=argparse.BooleanOptionalAction, default=None,
                    help="keep each label's largest 3D connected component (default: on for SAM2-family "
                         "models, as MedSAM2 does; off for LiteMedSAM/MedSAM/SAM)")
