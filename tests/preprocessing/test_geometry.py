@@ -202,6 +202,26 @@ def test_medsam_resize_stays_in_the_input_range(shape):
         assert values[cy, cx] == pytest.approx(rect[c], abs=1e-6)
 
 
+def test_medsam_thresholds_the_upsampled_sigmoid_not_the_upsampled_logit():
+    # MedSAM_Inference.py: sigmoid, then bilinear to (H, W), then p > 0.5. Upsampling 256 -> 512,
+    # output column 255 weighs low-res column 127 (logit -1) by 0.75 and column 128 (logit 4) by
+    # 0.25: the upsampled logit is 0.25 > 0, but the upsampled probability is
+    # 0.75 * sigmoid(-1) + 0.25 * sigmoid(4) = 0.447 < 0.5, so the pixel is background.
+    low_res = torch.full((1, 1, 256, 256), -1.0)
+    low_res[..., 128:] = 4.0
+    frame = MedSAMGeometry().frame((512, 512))
+    logits = MedSAMGeometry().logits_to_original(low_res, frame)[0, 0].numpy()
+    p = 0.75 / (1 + np.exp(1.0)) + 0.25 / (1 + np.exp(-4.0))
+    assert p < 0.5
+    assert (logits[:, 255] < 0).all()  # background, as the reference
+    assert (logits[:, 256] > 0).all() and (logits[:, :255] < 0).all()  # column 256: 0.25/0.75, both agree
+    # upsampling the logits instead would call that pixel foreground (0.25)
+    plain = torch.nn.functional.interpolate(low_res, (512, 512), mode="bilinear", align_corners=False)
+    assert float(plain[0, 0, 0, 255]) == pytest.approx(0.25)
+    # magnitudes away from the edge are the upsampled logits (they rank overlapping objects)
+    assert logits[0, 0] == pytest.approx(-1.0) and logits[0, -1] == pytest.approx(4.0)
+
+
 def test_medsam_box_scale_is_1024_over_w_h():
     geometry = MedSAMGeometry()
     h, w = 300, 500
