@@ -7,9 +7,11 @@ A cache is a folder ``<root>/<key>/`` holding ``embeddings.npy``, a (V, N, 256, 
 slice share a row), ``filled.npy`` (which rows are done: an interrupted build resumes) and
 ``meta.json`` (written last). The key hashes everything the embeddings depend on: the image
 encoder's weights, the geometry family and input size, the storage dtype, the variants and the
-samples themselves (the preprocess cache's settings and sample records, or the image bytes of
-an in-memory source). Change any of them and a new cache is built; keep them and the encoder
-never runs.
+samples themselves: the pixels of each model-input image (the checksum ``medsamkit preprocess``
+writes in each sample record, or a hash of the image bytes of any other source) with the
+preprocess cache's settings and records. Change any of them and a new cache is built; keep them
+and the encoder never runs. A preprocess cache rebuilt from changed images therefore gets new
+embeddings, and ``preprocess --overwrite`` removes the old ones (``<cache>/embeddings``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..data.cache import image_checksum
 from ..data.samples import SampleSource
 from ..errors import MedsamkitError
 from ..io.writers import atomic_output
@@ -75,6 +78,13 @@ def index_source(source: SampleSource) -> SourceIndex:
     found = _cache_records(source)
     if found is not None:
         records, manifest = found
+        missing = [i for i, r in enumerate(records) if not r.get("image_checksum")]
+        if missing:  # a cache written before per-sample checksums: hash its images once
+            log.info("the preprocess cache has no image checksums (an older version); hashing %d samples",
+                     len(missing))
+            records = list(records)
+            for i in missing:
+                records[i] = {**records[i], "image_checksum": image_checksum(source[i].image)}
         keys = [f"{r['case_id']}\0{r['image_index']}" for r in records]
         cases = sorted({r["case_id"] for r in records})
         fingerprint = _digest({"settings": manifest.get("settings"), "records": records,
