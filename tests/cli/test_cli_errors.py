@@ -89,9 +89,9 @@ def inputs(tmp_path_factory):
 CASES = [
     ("missing image", ["{d}/nope.png", "--box", GOOD_BOX], ["{d}/nope.png: no such file or folder"]),
     ("corrupt image", ["{d}/corrupt.png", "--box", GOOD_BOX], ["{d}/corrupt.png: cannot decode the image"]),
-    ("box outside", ["{d}/good.png", "--box", "200,50,270,100"],
-     ["{d}/good.png: box 200,50,270,100 lies outside the 260x200 image"]),
-    ("box negative", ["{d}/good.png", "--box=-5,50,100,100"], ["{d}/good.png: box -5,50,100,100 lies outside"]),
+    ("box outside", ["{d}/good.png", "--box", "270,50,300,100"],
+     ["{d}/good.png: box 270,50,300,100 lies outside the 260x200 image", "does not overlap the image"]),
+    ("box negative", ["{d}/good.png", "--box", "-50,50,-5,100"], ["{d}/good.png: box -50,50,-5,100 lies outside"]),
     ("inverted box", ["{d}/good.png", "--box", "120,50,40,100"],
      ["{d}/good.png: box 120,50,40,100 is inverted (need x0 <= x1 and y0 <= y1)"]),
     ("zero-area box", ["{d}/good.png", "--box", "40,50,40,100"], ["{d}/good.png: box 40,50,40,100 has zero area"]),

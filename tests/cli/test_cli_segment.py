@@ -128,6 +128,21 @@ def test_one_box_gives_a_0_255_mask_and_an_overlay(scene, tmp_path, capsys):
     assert not changed[far].any()  # elsewhere the image is unchanged
 
 
+def test_a_box_reaching_past_the_image_is_clipped_with_a_warning(scene, tmp_path, capsys):
+    # x1 read off a viewer past the right edge, and a negative x0 given as a separate argument
+    # (argparse would take "-3,..." for an option)
+    image, _, mask_b = scene
+    x0, y0, x1, y1 = box_of(ELLIPSE_B)
+    code, stdout, err = run_cli(capsys, "segment", image, "--box", f"-3,{y0},{W + 5},{y1}", "-o", tmp_path / "a.png")
+    assert code == 0, err
+    assert err == f"medsamkit: {image}: box -3,{y0},{W + 5},{y1} reaches past the {W}x{H} image; " \
+                  f"clipped to 0,{y0},{W},{y1}\n"
+    code, _, err = run_cli(capsys, "segment", image, "--box", f"0,{y0},{W},{y1}", "-o", tmp_path / "b.png")
+    assert code == 0 and err == ""
+    np.testing.assert_array_equal(read(tmp_path / "a.png"), read(tmp_path / "b.png"))  # the clipped box's mask
+    assert read(tmp_path / "a.png").any()
+
+
 def test_two_boxes_give_labels_1_and_2(scene, tmp_path, capsys):
     image, mask_a, mask_b = scene
     out = tmp_path / "labels.png"
