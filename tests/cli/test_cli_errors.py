@@ -286,3 +286,43 @@ def test_console_script_errors_have_no_traceback(inputs, tmp_path):
         check_one_line_error(proc.returncode, out, err, [runs[name][1]])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.png"]
     assert existing.read_bytes() == SENTINEL
+
+
+def test_a_folder_without_images_is_an_error(inputs, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image", encoding="utf-8")
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("image,x0,y0,x1,y1\ngood.png,40,50,120,130\n", encoding="utf-8")
+    code = main(["-q", "segment", str(empty), "--boxes-file", str(boxes), "-o", str(tmp_path / "masks")])
+    out, err = capsys.readouterr()
+    check_one_line_error(code, out, err, [f"{empty}: holds no 2D image to segment", ".png"])
+    assert not (tmp_path / "masks").exists()
+
+
+def test_a_folder_whose_images_have_no_box_is_an_error(inputs, tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    shutil.copy(inputs / "good.png", folder / "other.png")
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("image,x0,y0,x1,y1\ngood.png,40,50,120,130\n", encoding="utf-8")
+    code = main(["-q", "segment", str(folder), "--boxes-file", str(boxes), "-o", str(tmp_path / "masks")])
+    out, err = capsys.readouterr()
+    check_one_line_error(code, out, err, [f"{folder}: none of its 1 images has a box", "other.png"])
+    assert not (tmp_path / "masks").exists()
+
+
+@pytest.mark.parametrize("name, fragments", [
+    ("mask.jpg", ["mask.jpg: JPG is lossy and would change the mask's label values; name the mask .png (or .tif)"]),
+    ("mask.jpeg", ["JPEG is lossy"]),
+    ("mask.gif", ["mask.gif: unknown image format '.gif'", ".png"]),
+    ("mask", ["unknown image format '(no suffix)'"]),
+])
+def test_a_mask_named_in_a_lossy_or_unknown_format_is_refused_before_any_work(inputs, tmp_path, capsys, name,
+                                                                              fragments):
+    mask = tmp_path / name
+    code = main(["-q", "segment", str(inputs / "good.png"), "--box", GOOD_BOX, "-o", str(mask),
+                 "--checkpoint", str(inputs / "garbage.pth")])  # the format is checked before the model loads
+    out, err = capsys.readouterr()
+    check_one_line_error(code, out, err, fragments, ["PyTorch checkpoint"])
+    assert list(tmp_path.iterdir()) == []
