@@ -15,6 +15,7 @@ import pytest
 
 from medsamkit.cli import common
 from medsamkit.cli.main import main
+from medsamkit.evaluation.overlay import display_scale
 from medsamkit.inference.predictor import Predictor
 from medsamkit.models.loader import load_model
 from medsamkit.models.registry import MODELS
@@ -119,7 +120,11 @@ def test_one_box_gives_a_0_255_mask_and_an_overlay(scene, tmp_path, capsys):
 
     ov = read(overlay)  # BGR
     original = read(image)
-    assert ov.shape == (H, W, 3) and ov.dtype == np.uint8
+    k = display_scale((H, W))  # enlarged for display (pixel y, x covers rows y*k.., columns x*k..)
+    assert k == 2 and ov.dtype == np.uint8
+    assert ov.shape[1:] == (W * k, 3) and H * k + 20 <= ov.shape[0] <= H * k + 60  # the legend strip below
+    assert np.median(ov[H * k:]) == 32  # the legend's dark background
+    ov = ov[: H * k : k, ::k]
     changed = (np.abs(ov.astype(int) - original.astype(int)).sum(axis=2) > 10)
     inside = mask == 255
     assert changed[inside].mean() > 0.95  # the mask is tinted
@@ -332,4 +337,4 @@ def test_demo_writes_mask_and_overlay(tmp_path, capsys):
     ys, xs = np.nonzero(mask)
     assert xs.min() >= 38 and xs.max() <= 84 and ys.min() >= 2 and ys.max() <= 48
     ov = read(overlay_path)
-    assert ov.shape == (128, 128, 3)
+    assert ov.shape[1:] == (512, 3) and ov.shape[0] > 512  # the 128 x 128 slice enlarged 4x, a legend below

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from medsamkit.evaluation.overlay import display_scale
 from medsamkit.inference import segment2d
 from medsamkit.inference.batch import BatchSummary, list_images, segment_folder
 from medsamkit.inference.predictor import Predictor
@@ -129,7 +130,8 @@ def test_folder_run_resume_and_overwrite(segmenter, folder, monkeypatch, caplog)
     assert set(np.unique(d)) == {0, 1, 7}  # first box unlabelled -> 1, second labelled 7
     assert dice(d == 1, truth["d"][0]) > 0.8 and dice(d == 7, truth["d"][1]) > 0.8
     ov = cv2.imread(str(overlays / "a.png"), cv2.IMREAD_UNCHANGED)
-    assert ov.shape == (H, W, 3)
+    k = display_scale((H, W))  # small images are enlarged for display, a legend strip below
+    assert ov.shape[1:] == (W * k, 3) and ov.shape[0] > H * k
 
     # --- rerun: finished images are skipped without being read; only the failed one is retried
     old = 1_000_000_000

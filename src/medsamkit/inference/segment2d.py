@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..evaluation.overlay import draw_overlay
+from ..evaluation.overlay import overlay_picture
 from ..io.image2d import Image2D, read_image_2d
 from ..io.writers import check_not_input, image_format, write_image
 from ..preprocessing.intensity import select_scheme, to_rgb_uint8
@@ -145,7 +145,7 @@ class Segmenter2D:
             clicks = []
         write_image(output, label_map, "mask")
         if overlay is not None:
-            picture = draw_overlay(rgb, label_map, [b for b, _ in drawn], [lab for _, lab in drawn], clicks=clicks)
+            picture = overlay_picture(rgb, label_map, [b for b, _ in drawn], [lab for _, lab in drawn], clicks=clicks)
             write_image(overlay, picture, "picture")
         return label_map
 
