@@ -18,7 +18,7 @@ from medsamkit.models.checkpoint import save_checkpoint
 from medsamkit.models.loader import load_model
 from medsamkit.models.registry import ARCHITECTURES
 from medsamkit.preprocessing.geometry import geometry_for
-from medsamkit.training.automatic import predict_automatic
+from medsamkit.inference.automatic import predict_automatic
 from medsamkit.training.export import export_net
 from medsamkit.training.nets import SamNet
 

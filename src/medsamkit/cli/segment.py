@@ -148,7 +148,7 @@ def _automatic_checkpoint(args: argparse.Namespace) -> bool:
 
 def _run_automatic(args: argparse.Namespace, source: Path) -> int:
     """No box and an automatic-mode checkpoint: segment each image's single target with no prompt."""
-    from ..training.automatic import AutomaticSegmenter, automatic_prompts
+    from ..inference.automatic import AutomaticSegmenter, automatic_prompts
 
     plan = None
     if source.is_dir():
