@@ -337,3 +337,16 @@ def test_a_mask_named_in_a_lossy_or_unknown_format_is_refused_before_any_work(in
     out, err = capsys.readouterr()
     check_one_line_error(code, out, err, fragments, ["PyTorch checkpoint"])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_negative_coordinate_lists_are_option_values_not_options():
+    from medsamkit.cli.main import _value_options, build_parser, join_negative_values
+
+    options = _value_options(build_parser())
+    argv = ["segment", "a.png", "--box", "-3,6,429,337", "--window", "-600,1500", "--point", "-1.5,2,1", "-o", "m.png"]
+    assert join_negative_values(argv, options) == ["segment", "a.png", "--box=-3,6,429,337", "--window=-600,1500",
+                                                   "--point=-1.5,2,1", "-o", "m.png"]
+    # a flag takes no value: what follows it is left alone (argparse then reports it)
+    assert join_negative_values(["-q", "-3,4"], options) == ["-q", "-3,4"]
+    args = build_parser().parse_args(join_negative_values(argv, options))
+    assert args.box == ["-3,6,429,337"] and args.window == "-600,1500"
