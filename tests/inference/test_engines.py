@@ -15,7 +15,7 @@ from medsamkit.errors import MedsamkitError
 from medsamkit.inference import engines, openvino_encoder
 from medsamkit.inference.engines import ENGINES, EngineChoice, build_first, choose_engines
 from medsamkit.inference.factory import make_predictor
-from medsamkit.inference.onnx_encoder import OnnxEncoder
+from medsamkit.inference.onnx_encoder import OnnxEncoder, _weights_key
 from medsamkit.inference.openvino_encoder import OpenVinoEncoder, openvino_available
 from medsamkit.models.loader import LoadedModel
 from medsamkit.models.registry import ARCHITECTURES, get_spec
@@ -47,6 +47,7 @@ def test_backends_are_auto_and_the_engines():
 
 def test_auto_prefers_openvino_then_onnx_then_torch(loaded, monkeypatch):
     monkeypatch.setattr(engines, "_has_bf16", lambda: True)
+    monkeypatch.setattr(engines, "BF16_AGREES", frozenset({_weights_key(loaded.model.image_encoder)}))
     got = choose_engines("auto", None, loaded)
     expected = [EngineChoice(n, p) for n, p in (("openvino", "bf16"), ("onnx", "fp32"), ("torch", "fp32"))
                 if ENGINES[n].available()]
@@ -55,10 +56,12 @@ def test_auto_prefers_openvino_then_onnx_then_torch(loaded, monkeypatch):
     assert all(c.precision == "fp32" for c in choose_engines("auto", None, loaded))
 
 
-def test_bf16_only_for_architectures_measured_to_agree(loaded, monkeypatch):
+def test_bf16_only_for_weights_measured_to_agree(loaded, monkeypatch):
     monkeypatch.setattr(engines, "_has_bf16", lambda: True)
-    vit = dataclasses.replace(loaded, spec=get_spec("medsam-vit-b"))
-    assert all(c.precision == "fp32" for c in choose_engines("auto", None, vit))
+    assert all(c.precision == "fp32" for c in choose_engines("auto", None, loaded))  # random weights
+    if ENGINES["openvino"].available():
+        assert choose_engines("openvino", None, loaded) == [EngineChoice("openvino", "fp32")]
+        assert choose_engines("openvino", "bf16", loaded) == [EngineChoice("openvino", "bf16")]  # asked for
 
 
 def test_without_the_engines_auto_is_torch(loaded, monkeypatch):

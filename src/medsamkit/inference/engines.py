@@ -4,8 +4,9 @@
 the torch fp32 path (mean Dice >= 0.99 against the official pipeline, none below 0.95; measured
 by ``benchmarks/bench_engines.py`` on Kvasir-SEG, see ``docs/benchmarks.md``):
 
-1. OpenVINO, bf16 where the CPU has BF16 instructions and the architecture's bf16 masks were
-   measured to agree (:data:`BF16_AGREES`), else fp32;
+1. OpenVINO, bf16 where the CPU has BF16 instructions and the encoder's weights are ones whose
+   bf16 masks were measured to agree (:data:`BF16_AGREES`: the official LiteMedSAM encoder, also
+   inside decoder-only fine-tuned checkpoints), else fp32;
 2. ONNX Runtime fp32;
 3. torch fp32 (always there: the engines are the optional ``engines`` extra).
 
@@ -27,13 +28,14 @@ import torch
 from ..choices import BACKENDS, PRECISIONS
 from ..errors import MedsamkitError
 from ..models.loader import LoadedModel
-from .onnx_encoder import OnnxEncoder, onnx_available
+from .onnx_encoder import OnnxEncoder, _weights_key, onnx_available
 from .openvino_encoder import OpenVinoEncoder, cpu_capabilities, openvino_available
 
 log = logging.getLogger(__name__)
 
-#: architectures whose OpenVINO bf16 masks meet the agreement bar (benchmarks/bench_engines.py)
-BF16_AGREES: frozenset[str] = frozenset({"tinyvit"})
+#: weights digests (:func:`~medsamkit.inference.onnx_encoder._weights_key` of the image encoder) whose
+#: OpenVINO bf16 masks meet the agreement bar (benchmarks/bench_engines.py): lite_medsam.pth
+BF16_AGREES: frozenset[str] = frozenset({"0d3394df3aa48ec4"})
 
 
 @dataclass(frozen=True)
@@ -72,11 +74,16 @@ def _has_bf16() -> bool:
         return False
 
 
-def auto_candidates(arch: str) -> list[EngineChoice]:
+def _bf16_agrees(loaded: LoadedModel) -> bool:
+    """True when this CPU runs bf16 and the encoder's weights were measured to keep the masks in bf16."""
+    return _has_bf16() and _weights_key(loaded.model.image_encoder) in BF16_AGREES
+
+
+def auto_candidates(loaded: LoadedModel) -> list[EngineChoice]:
     """The engines ``auto`` tries on the CPU, fastest first, installed ones only."""
     out = []
     if ENGINES["openvino"].available():
-        out.append(EngineChoice("openvino", "bf16" if arch in BF16_AGREES and _has_bf16() else "fp32"))
+        out.append(EngineChoice("openvino", "bf16" if _bf16_agrees(loaded) else "fp32"))
     if ENGINES["onnx"].available():
         out.append(EngineChoice("onnx", "fp32"))
     out.append(EngineChoice("torch", "fp32"))
@@ -94,7 +101,7 @@ def choose_engines(backend: str, precision: str | None, loaded: LoadedModel) -> 
         if device.type != "cpu" or family == "sam2":
             return [EngineChoice("torch", precision or "fp32")]
         if precision is None:
-            return auto_candidates(loaded.spec.architecture)
+            return auto_candidates(loaded)
         found = [EngineChoice(name, precision) for name, e in ENGINES.items()
                  if precision in e.precisions and e.available()]
         order = {"openvino": 0, "onnx": 1, "torch": 2}
@@ -110,8 +117,7 @@ def choose_engines(backend: str, precision: str | None, loaded: LoadedModel) -> 
         if not engine.available():
             raise MedsamkitError(f"--backend {backend} is not installed: {engine.install}")
     if precision is None:
-        precision = "bf16" if backend == "openvino" and loaded.spec.architecture in BF16_AGREES and _has_bf16() \
-            else "fp32"
+        precision = "bf16" if backend == "openvino" and _bf16_agrees(loaded) else "fp32"
     if precision not in engine.precisions:
         raise MedsamkitError(f"--precision {precision} is not offered by --backend {backend} "
                              f"({', '.join(engine.precisions)})")
