@@ -165,3 +165,14 @@ def test_onnx_backend_gives_the_same_embeddings(tmp_path, encoder, samples, monk
     assert onnx_cache.folder != torch_cache.folder  # the backend is part of the key
     assert encoder.images == 1  # only the export's trace ran the torch encoder
     assert torch.allclose(onnx_cache.get(1), torch_cache.get(1), atol=1e-4)
+
+
+def test_openvino_backend_gives_the_same_embeddings(tmp_path, encoder, samples, monkeypatch):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnx")
+    monkeypatch.setenv("MEDSAMKIT_CACHE", str(tmp_path / "zoo"))
+    torch_cache = embedding_cache(samples[:2], encoder, TinyGeometry(), _spec(tmp_path, dtype="float32"))
+    ov_cache = embedding_cache(samples[:2], encoder, TinyGeometry(), _spec(tmp_path, dtype="float32",
+                                                                           backend="openvino"))
+    assert ov_cache.folder != torch_cache.folder
+    assert torch.allclose(ov_cache.get(1), torch_cache.get(1), atol=1e-4)
