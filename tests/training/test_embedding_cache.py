@@ -229,3 +229,14 @@ def test_a_cache_without_checksums_hashes_its_images(tmp_path):
     manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
     without = index_source(PreprocessedCache(cache_dir))
     assert without.fingerprint == with_sums.fingerprint  # the same pixels, hashed on the fly
+
+
+def test_openvino_backend_gives_the_same_embeddings(tmp_path, encoder, samples, monkeypatch):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnx")
+    monkeypatch.setenv("MEDSAMKIT_CACHE", str(tmp_path / "zoo"))
+    torch_cache = embedding_cache(samples[:2], encoder, TinyGeometry(), _spec(tmp_path, dtype="float32"))
+    ov_cache = embedding_cache(samples[:2], encoder, TinyGeometry(), _spec(tmp_path, dtype="float32",
+                                                                           backend="openvino"))
+    assert ov_cache.folder != torch_cache.folder
+    assert torch.allclose(ov_cache.get(1), torch_cache.get(1), atol=1e-4)
