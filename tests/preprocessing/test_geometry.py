@@ -8,7 +8,9 @@ side to 1024, applies ImageNet mean/std and pads.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
+from PIL import Image
 import pytest
 import torch
 
@@ -202,6 +204,26 @@ def test_medsam_resize_stays_in_the_input_range(shape):
         assert values[cy, cx] == pytest.approx(rect[c], abs=1e-6)
 
 
+def test_medsam_thresholds_the_upsampled_sigmoid_not_the_upsampled_logit():
+    # MedSAM_Inference.py: sigmoid, then bilinear to (H, W), then p > 0.5. Upsampling 256 -> 512,
+    # output column 255 weighs low-res column 127 (logit -1) by 0.75 and column 128 (logit 4) by
+    # 0.25: the upsampled logit is 0.25 > 0, but the upsampled probability is
+    # 0.75 * sigmoid(-1) + 0.25 * sigmoid(4) = 0.447 < 0.5, so the pixel is background.
+    low_res = torch.full((1, 1, 256, 256), -1.0)
+    low_res[..., 128:] = 4.0
+    frame = MedSAMGeometry().frame((512, 512))
+    logits = MedSAMGeometry().logits_to_original(low_res, frame)[0, 0].numpy()
+    p = 0.75 / (1 + np.exp(1.0)) + 0.25 / (1 + np.exp(-4.0))
+    assert p < 0.5
+    assert (logits[:, 255] < 0).all()  # background, as the reference
+    assert (logits[:, 256] > 0).all() and (logits[:, :255] < 0).all()  # column 256: 0.25/0.75, both agree
+    # upsampling the logits instead would call that pixel foreground (0.25)
+    plain = torch.nn.functional.interpolate(low_res, (512, 512), mode="bilinear", align_corners=False)
+    assert float(plain[0, 0, 0, 255]) == pytest.approx(0.25)
+    # magnitudes away from the edge are the upsampled logits (they rank overlapping objects)
+    assert logits[0, 0] == pytest.approx(-1.0) and logits[0, -1] == pytest.approx(4.0)
+
+
 def test_medsam_box_scale_is_1024_over_w_h():
     geometry = MedSAMGeometry()
     h, w = 300, 500
@@ -296,17 +318,45 @@ def test_mask_prompt_sits_where_the_image_does():
     np.testing.assert_allclose(_extent(prompt), _extent(bright), atol=1.5)
 
 
+def _reference_input(family: str, image: np.ndarray) -> np.ndarray:
+    """The model input as each official pipeline builds it, written out step by step here
+    (LiteMedSAM's inference script, MedSAM_Inference.py, segment-anything's SamPredictor)."""
+    from skimage import transform
+
+    h, w = image.shape[:2]
+    if family == "litemedsam":  # longest side 256 (INTER_AREA), min-max, pad bottom/right
+        scale = 256 / max(h, w)
+        nh, nw = int(h * scale + 0.5), int(w * scale + 0.5)
+        small = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA).astype(np.float64)
+        small = (small - small.min()) / np.clip(small.max() - small.min(), 1e-8, None)
+        out = np.zeros((256, 256, 3))
+        out[:nh, :nw] = small
+        return out
+    if family == "medsam":  # skimage order 3 to 1024 x 1024, truncated to uint8, min-max
+        big = transform.resize(image, (1024, 1024), order=3, preserve_range=True, anti_aliasing=True).astype(np.uint8)
+        return (big - big.min()) / np.clip(big.max() - big.min(), 1e-8, None)
+    # SAM: longest side 1024 with PIL bilinear on the uint8 image, mean/std, pad
+    scale = 1024 / max(h, w)
+    nh, nw = int(h * scale + 0.5), int(w * scale + 0.5)
+    big = np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.BILINEAR)).astype(np.float64)
+    out = np.zeros((1024, 1024, 3))
+    out[:nh, :nw] = (big - np.array(SAM_PIXEL_MEAN)) / np.array(SAM_PIXEL_STD)
+    return out
+
+
 @pytest.mark.parametrize("family", ["litemedsam", "medsam", "sam"])
-def test_resize_then_normalise_is_prepare_image(family):
-    """Caches keep the resized uint8 image; normalising it later must give the same input."""
+def test_prepare_image_and_the_cached_resize_give_the_reference_input(family):
+    """The model input equals the official pipeline's, written out independently; and caches,
+    which keep the resized uint8 image and normalise it later, get the same input."""
     rng = np.random.default_rng(3)
     image = rng.integers(10, 240, (97, 151, 3), dtype=np.uint8)
     geom = geometry_for(family)
-    resized, frame = geom.resize_image(image)
-    assert resized.dtype == np.uint8 and resized.shape[:2] == frame.resized_size
-    tensor, frame2 = geom.prepare_image(image)
-    assert frame2 == frame
-    assert torch.equal(geom.normalise(resized), tensor)
+    tensor, frame = geom.prepare_image(image)
+    reference = _reference_input(family, image)
+    np.testing.assert_allclose(tensor[0].permute(1, 2, 0).numpy(), reference, atol=1e-6)
+    resized, frame2 = geom.resize_image(image)
+    assert frame2 == frame and resized.dtype == np.uint8 and resized.shape[:2] == frame.resized_size
+    np.testing.assert_allclose(geom.normalise(resized)[0].permute(1, 2, 0).numpy(), reference, atol=1e-6)
 
 
 @pytest.mark.parametrize("family", ["litemedsam", "medsam", "sam"])

@@ -7,8 +7,10 @@ Each family follows its reference pipeline exactly (../shared/docs/design.md):
 - LiteMedSAM: longest side -> 256 (cv2 INTER_AREA, sizes rounded int(x + 0.5)), min-max to
   [0, 1] *after* resizing, zero-pad bottom/right to 256; boxes scaled by int(v * 256 / max(H, W));
   logits cropped to the resized size, bilinear to (H, W).
-- MedSAM: resize straight to 1024 x 1024 (aspect not kept), min-max to [0, 1], no mean/std;
-  boxes scaled by 1024 / [W, H, W, H]; 256 x 256 logits bilinear straight to (H, W).
+- MedSAM (``MedSAM_Inference.py``): skimage resize straight to 1024 x 1024 (order 3,
+  anti-aliasing, range kept, truncated to uint8; aspect not kept), min-max to [0, 1], no
+  mean/std; boxes scaled by 1024 / [W, H, W, H]; the 256 x 256 logits' sigmoid bilinear straight
+  to (H, W), then p > 0.5.
 - SAM: longest side -> 1024 (bilinear), ImageNet mean/std, zero-pad to 1024; coordinates scaled
   by the resize factor; logits -> 1024 -> crop -> (H, W).
 - SAM2 (and MedSAM2 at 512): the image predictor's transform (facebookresearch/sam2
@@ -17,7 +19,8 @@ Each family follows its reference pipeline exactly (../shared/docs/design.md):
   logits bilinear straight to (H, W). Volumes go through :class:`SAM2FrameGeometry` instead:
   frames as the video predictors load them (PIL bicubic resize of the uint8 RGB slice).
 
-All thresholds are "logit > 0", i.e. sigmoid > 0.5 as in the references.
+All thresholds are "logit > 0", i.e. sigmoid > 0.5 as in the references (MedSAM thresholds
+the upsampled sigmoid; its logits_to_original returns logits whose sign is that threshold).
 Arrays: images are H x W x 3 uint8 RGB (use :mod:`medsamkit.preprocessing.intensity` first);
 boxes are (N, 4) x0, y0, x1, y1 in original pixels, x right and y down; points (N, K, 2) x, y.
 """
@@ -240,20 +243,34 @@ class MedSAMGeometry(ModelGeometry):
         return Frame(tuple(original_size), (self.input_size, self.input_size), self.input_size)
 
     def resize_image(self, image: np.ndarray) -> tuple[np.ndarray, Frame]:
+        # MedSAM_Inference.py: skimage's order-3 spline resize with anti-aliasing, range kept,
+        # then a truncating cast to uint8 (not a rounding one)
+        from skimage.transform import resize
+
         frame = self.frame(image.shape[:2])
-        h, w = frame.original_size
-        # MedSAM uses an order-3 (cubic) resize; area averaging when shrinking avoids aliasing
-        interp = cv2.INTER_CUBIC if max(h, w) <= self.input_size else cv2.INTER_AREA
-        resized = cv2.resize(image, (self.input_size, self.input_size), interpolation=interp)
-        # cubic over/undershoots at edges; the reference (skimage resize, clip=True) clips the
-        # result to the input's range before the min-max, so the background stays at 0
-        return np.clip(resized, image.min(), image.max()), frame
+        size = (self.input_size, self.input_size)
+        resized = resize(image, size, order=3, preserve_range=True, anti_aliasing=True)
+        return resized.astype(np.uint8), frame
 
     def normalise(self, resized: np.ndarray) -> torch.Tensor:
-        return _to_tensor(_minmax01(resized), self.input_size)
+        # the reference's min-max runs in float64 on the uint8 image, then becomes float32
+        lo = resized.min()
+        scaled = (resized - lo) / np.clip(float(resized.max()) - float(lo), 1e-8, None)
+        return _to_tensor(scaled.astype(np.float32), self.input_size)
 
     def logits_to_original(self, low_res_logits: torch.Tensor, frame: Frame) -> torch.Tensor:
-        return F.interpolate(low_res_logits, frame.original_size, mode="bilinear", align_corners=False)
+        """MedSAM_Inference.py upsamples the sigmoid's probabilities (bilinear, float32) and keeps
+        p > 0.5, which differs from "upsampled logit > 0" near the mask's edge.
+
+        The logits returned are the upsampled logits with their sign set by that threshold (where
+        the two disagree, +/-1e-6), so "logit > 0" is exactly the reference's mask and the
+        magnitudes still rank overlapping objects.
+        """
+        size = frame.original_size
+        low_res_logits = low_res_logits.float()
+        mask = F.interpolate(torch.sigmoid(low_res_logits), size, mode="bilinear", align_corners=False) > 0.5
+        logits = F.interpolate(low_res_logits, size, mode="bilinear", align_corners=False)
+        return torch.where(mask, logits.clamp_min(1e-6), logits.clamp_max(-1e-6))
 
 
 class SAMGeometry(ModelGeometry):
