@@ -106,7 +106,8 @@ def test_cli_gives_the_reference_mask(parity, i, tmp_path, capsys, monkeypatch):
     loaded_model = predictor.model
     cli_memo = MemoEncoder(loaded_model.encode)
     cli_memo.cache = memo.cache
-    # the CLI loads the checkpoint itself; its model's encoder shares the memo of the API's
+    # the CLI loads the checkpoint itself; its model's encoder shares the memo of the API's. The torch
+    # backend is asked for: `auto` would encode with an exported engine, never calling model.encode
     from medsamkit.models import loader
 
     real_load = loader.load_model
@@ -120,7 +121,7 @@ def test_cli_gives_the_reference_mask(parity, i, tmp_path, capsys, monkeypatch):
     out = tmp_path / "mask.png"
     box = ",".join(str(int(v)) for v in ref[f"img{i}_box"])
     code = main(["-q", "segment", str(_image_path(ref, i)), "--model", "medsam-vit-b", "--checkpoint",
-                 str(checkpoint), "--device", "cpu", "--box", box, "-o", str(out)])
+                 str(checkpoint), "--device", "cpu", "--backend", "torch", "--box", box, "-o", str(out)])
     assert code == 0, capsys.readouterr().err
     mask = np.asarray(Image.open(out)) == 255
     assert _dice(mask, ref[f"img{i}_seg"] > 0) >= 0.999
