@@ -255,6 +255,7 @@ def figure(args: argparse.Namespace) -> None:
     panels = []
     for title, (model_name, source) in zip(("zero-shot", "click-trained"), [m.split("=", 1) for m in args.model]):
         predictor = medsamkit.load(checkpoint=source) if Path(source).is_file() else medsamkit.load(source)
+        predictor, _ = memo_predictor(predictor, args.embedding_cache)
         config = RefineConfig(**MODES[args.modes[0]]) if MODES[args.modes[0]] else RefineConfig()
         session = medsamkit.Session(vol8, predictor, volume=True, modality="rgb", config=config)
         labels = [int(v) for v in np.unique(truth) if v != 0]
