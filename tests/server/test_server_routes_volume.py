@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -134,3 +135,116 @@ def test_one_off_segment_on_a_slice_and_volume_errors(volume):
     add_on_slice(client, sid)
     r = client.patch(f"/api/images/{sid}/objects/1/range", json={"z_range": [3, 4]})
     assert r.status_code == 400 and "leaves out the object's slice 2" in r.json()["detail"]
+
+
+# ------------------------------------------------------------------ a propagation against the rest
+@pytest.fixture()
+def paused_propagation(monkeypatch):
+    """Propagations stop before their second slice (after its progress) until ``gate`` is set
+    (``paused`` says they are there); the job then holds the image's lock and not the model's."""
+    from medsamkit.server import interaction
+
+    gate, paused = threading.Event(), threading.Event()
+    real = interaction.propagate
+
+    def propagate(session, ranges, monitor):
+        def held(done, total, index):
+            monitor(done, total, index)  # a cancel stops the job here
+            if done == 1 and not gate.is_set():
+                paused.set()
+                assert gate.wait(60), "the test never released the propagation"
+        real(session, ranges, held)
+
+    monkeypatch.setattr(interaction, "propagate", propagate)
+    return gate, paused
+
+
+def test_a_running_propagation_is_neither_overtaken_nor_interleaved(volume, paused_propagation):
+    client, sid = volume
+    gate, paused = paused_propagation
+    other = client.post("/api/images", files={"file": ("d.png", png_bytes(disc_image()))}).json()["id"]
+    add_on_slice(client, sid, z_range=[0, 4])
+    job = client.post(f"/api/images/{sid}/propagate", json={}).json()
+    assert paused.wait(60)
+    # every change of this image is refused at once (none waits for the job, none runs between its slices)
+    for method, path, body in (("POST", "propagate", {}), ("POST", "objects", {"box": BOX, "slice": 1}),
+                               ("POST", "objects/1/points", {"x": 36, "y": 32, "slice": 3, "positive": False}),
+                               ("PATCH", "objects/1", {"name": "ball"}), ("PATCH", "objects/1/range", {"z_range": [1, 3]}),
+                               ("DELETE", "objects/1", None), ("POST", "undo", None), ("POST", "clear", None),
+                               ("GET", "prompts", None), ("GET", "download", None)):
+        r = client.request(method, f"/api/images/{sid}/{path}", json=body)
+        assert r.status_code == 409, (path, r.text)
+        assert r.json()["detail"] == "a propagation is running on this image: wait for it to end or cancel it"
+    # reads of this image and everything on other images are answered
+    assert client.get(f"/api/images/{sid}/state").json()["job"]["state"] == "running"
+    assert client.post(f"/api/images/{other}/segment", json={"boxes": [[30, 20, 90, 80]]}).status_code == 200
+    assert client.post(f"/api/images/{other}/objects", json={"box": [30, 20, 90, 80]}).status_code == 201
+    client.delete(f"/api/images/{sid}/jobs/{job['id']}")
+    r = client.post(f"/api/images/{sid}/undo")
+    assert r.status_code == 409 and "being cancelled" in r.json()["detail"]
+    gate.set()
+    assert follow(client, sid, job["id"])[-1][1]["state"] == "cancelled"
+    # the moment the end is announced, the image takes changes again
+    assert client.patch(f"/api/images/{sid}/objects/1", json={"name": "ball"}).status_code == 200
+    job = client.post(f"/api/images/{sid}/propagate", json={}).json()
+    assert follow(client, sid, job["id"])[-1][1]["state"] == "done"
+    state = client.get(f"/api/images/{sid}/state").json()
+    assert state["objects"][0]["z_range"] == [0, 4] and state["objects"][0]["name"] == "ball"
+
+
+def test_closing_an_image_cancels_its_propagation_and_frees_its_embeddings(volume, paused_propagation):
+    client, sid = volume
+    gate, paused = paused_propagation
+    add_on_slice(client, sid, z_range=[0, 4])
+    job = client.post(f"/api/images/{sid}/propagate", json={}).json()
+    assert paused.wait(60)
+    session = client.app.state.medsamkit.store.get(sid)
+    assert client.delete(f"/api/images/{sid}").status_code == 204
+    assert client.get(f"/api/images/{sid}/state").status_code == 404
+    gate.set()  # the job segments its second slice, then sees the cancel
+    assert session.job.join(60) and session.job.status().state == "cancelled"
+    assert session.closed and engine_of(client).cache.drop_owner(sid) == 0
+    assert job["id"] == session.job.id
+
+
+class SlowEncoder:
+    """The real encoder, slowed down: a long propagation however fast the machine."""
+
+    def __init__(self, encoder, seconds: float) -> None:
+        self.encoder, self.seconds = encoder, seconds
+
+    def __call__(self, tensor):
+        time.sleep(self.seconds)
+        return self.encoder(tensor)
+
+
+def test_other_images_are_answered_between_the_slices_of_a_long_propagation(base_predictor, tmp_path):
+    """The model lock is taken per encoder or decoder call: requests of other images get their
+    turn between a propagation's slices, not after it."""
+    from fastapi.testclient import TestClient
+
+    from medsamkit.inference.predictor import Predictor
+    from medsamkit.server.app import create_app
+    from medsamkit.server.config import ServerConfig
+    from medsamkit.server.engine import Engine
+
+    slow = Predictor(base_predictor.model, base_predictor.geometry, SlowEncoder(base_predictor.encoder, 0.5))
+    path = tmp_path / "ball.nii.gz"
+    write_volume(path, ball_volume(nz=7), Geometry(spacing=(1.0, 1.0, 1.0)))
+    with TestClient(create_app(ServerConfig(), Engine(slow, 1 << 30, "litemedsam")),
+                    base_url="http://127.0.0.1:8000") as client:
+        vol = client.post("/api/images", files={"file": ("ball.nii.gz", path.read_bytes())}).json()["id"]
+        other = client.post("/api/images", files={"file": ("d.png", png_bytes(disc_image()))}).json()["id"]
+        r = client.post(f"/api/images/{vol}/objects", json={"box": BOX, "slice": 3, "z_range": [0, 6]})
+        assert r.status_code == 201, r.text
+        job = client.post(f"/api/images/{vol}/propagate", json={}).json()
+        answered_during = 0
+        while True:
+            r = client.post(f"/api/images/{other}/segment", json={"boxes": [[30, 20, 90, 80]]})
+            assert r.status_code == 200
+            status = client.get(f"/api/images/{vol}/jobs/{job['id']}").json()
+            if status["state"] != "running":
+                break
+            answered_during += 1
+        assert status["state"] == "done" and status["done"] == 6
+        assert answered_during >= 2, status

@@ -86,3 +86,45 @@ def test_remove_and_unknown_ids():
         store.remove(a.id)
     with pytest.raises(UnknownSession):
         store.get("not-a-session")
+
+
+def test_a_change_is_refused_at_once_while_a_job_holds_the_session_and_waits_for_another_change():
+    a = session()
+    release, inside = threading.Event(), threading.Event()
+
+    def work(monitor):
+        inside.set()
+        release.wait(5)
+
+    a.job = Job(work, a.lock).start()
+    assert inside.wait(5)
+    with pytest.raises(Busy, match="propagation is running"):
+        with a.changing():
+            pass  # pragma: no cover - never entered
+    a.job.cancel()
+    with pytest.raises(Busy, match="being cancelled"):
+        with a.changing():
+            pass  # pragma: no cover
+    release.set()
+    assert a.job.join(5)
+    # another change in progress (no job) is waited for, then the lock is had
+    order = []
+
+    def second():
+        with a.changing():
+            order.append("second")
+
+    with a.changing():
+        t = threading.Thread(target=second)
+        t.start()
+        t.join(0.3)
+        order.append("first")
+    t.join(5)
+    assert order == ["first", "second"]
+    # ... but not for ever
+    a.change_wait_s = 0.2
+    with a.changing():
+        t = threading.Thread(target=lambda: order.append(pytest.raises(Busy, a.changing().__enter__)))
+        t.start()
+        t.join(5)
+    assert "another change to this image is still being made" in str(order[-1].value)

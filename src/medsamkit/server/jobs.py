@@ -53,7 +53,8 @@ class Job:
     Args:
         work: the operation; it passes ``monitor`` to the session.
         lock: the session's lock, held for the whole operation.
-        on_end: called in the job's thread after the work, whatever happened.
+        on_end: called in the job's thread after the work has ended (whatever happened) and the
+            lock is released.
     """
 
     def __init__(self, work: Callable[[Callable[[int, int, int], None]], object], lock: threading.RLock,
@@ -78,6 +79,11 @@ class Job:
     @property
     def running(self) -> bool:
         return self._state == RUNNING
+
+    @property
+    def cancelling(self) -> bool:
+        """Running, but asked to stop (it will before its next slice)."""
+        return self._state == RUNNING and self._cancel.is_set()
 
     def cancel(self) -> None:
         """Ask the job to stop before its next slice (returns at once)."""
@@ -117,26 +123,30 @@ class Job:
             self._changed.notify_all()
 
     def _run(self) -> None:
-        state, message = DONE, ""
+        with self._lock:
+            state, message = self._execute()
+            # the end is recorded before the lock goes: a request that gets the lock next sees
+            # the job ended (never a running job that has already let go of the session)
+            self._finish(state, message)
+        if self._on_end is not None:
+            try:
+                self._on_end(self)
+            except Exception:
+                log.exception("job %s: end callback failed", self.id)
+
+    def _execute(self) -> tuple[str, str]:
         try:
-            with self._lock:
-                if self._cancel.is_set():
-                    raise Cancelled()
-                self._work(self._monitor)
+            if self._cancel.is_set():
+                raise Cancelled()
+            self._work(self._monitor)
         except Cancelled:
-            state, message = CANCELLED, "cancelled: nothing was changed"
+            return CANCELLED, "cancelled: nothing was changed"
         except MedsamkitError as exc:
-            state, message = FAILED, str(exc)
+            return FAILED, str(exc)
         except Exception as exc:  # a bug: keep serving, tell the client, log the traceback
             log.exception("job %s failed", self.id)
-            state, message = FAILED, f"internal error: {type(exc).__name__}: {exc}"
-        finally:
-            if self._on_end is not None:
-                try:
-                    self._on_end(self)
-                except Exception:
-                    log.exception("job %s: end callback failed", self.id)
-        self._finish(state, message)
+            return FAILED, f"internal error: {type(exc).__name__}: {exc}"
+        return DONE, ""
 
 
 def event_stream(job: Job, heartbeat_s: float = 10.0) -> Iterator[str]:

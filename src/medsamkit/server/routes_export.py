@@ -44,8 +44,7 @@ def download_labels(session: WebSession = Depends(web_session)) -> Response:
 @router.get("/api/images/{image_id}/prompts", summary="The prompts as a file medsamkit segment --boxes-file replays",
             response_class=Response, responses={200: {"content": {"application/json": {}}}})
 def download_prompts(session: WebSession = Depends(web_session)) -> Response:
-    session.check_idle()
-    with session.lock:
+    with session.changing():
         prompts = interaction.prompts_file(session)
     stem = session.record.output_name().rsplit("_labels", 1)[0]
     body = ("[\n" + ",\n".join("  " + json.dumps(p) for p in prompts) + "\n]\n").encode("utf-8")

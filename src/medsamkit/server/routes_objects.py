@@ -17,10 +17,8 @@ router = APIRouter(tags=["segment"])
 
 def change(session: WebSession, operation: Callable[[], object]) -> SessionView:
     """Apply one change to a session's objects and answer its new state; refused with 409 while a
-    propagation runs (it holds the session's lock: the check comes first, so nothing waits)."""
-    session.check_idle()
-    with session.lock:
-        session.check_idle()
+    propagation runs (see :meth:`WebSession.changing`)."""
+    with session.changing():
         operation()
         return interaction.view(session)
 

@@ -7,7 +7,7 @@ from fastapi.responses import StreamingResponse
 
 from ..errors import InputError
 from . import interaction
-from .context import web_session
+from .context import ServerContext, context, web_session
 from .jobs import Job, JobStatus, event_stream
 from .routes_objects import change
 from .schemas import PropagateRequest, RangeRequest, SessionView
@@ -30,18 +30,25 @@ def set_range(obj_id: int, request: RangeRequest, session: WebSession = Depends(
 
 @router.post("/api/images/{image_id}/propagate", response_model=JobStatus, status_code=202,
              summary="Propagate objects over their slice ranges, in the background")
-def propagate(request: PropagateRequest | None = None, session: WebSession = Depends(web_session)) -> JobStatus:
+def propagate(request: PropagateRequest | None = None, session: WebSession = Depends(web_session),
+              ctx: ServerContext = Depends(context)) -> JobStatus:
     """Starts a job; follow it with ``GET .../jobs/{job}/events`` (Server-Sent Events) or
-    ``GET .../jobs/{job}``, stop it with ``DELETE .../jobs/{job}`` (the objects then stay as they were)."""
-    session.check_idle()
-    with session.lock:
-        session.check_idle()
+    ``GET .../jobs/{job}``, stop it with ``DELETE .../jobs/{job}`` (the objects then stay as they were).
+    While it runs, every change to the image, a second propagation included, gets 409."""
+    with session.changing():
         ranges = interaction.pending(session, request.objects if request else None)
         if not ranges:
             raise InputError(session.record.name, "nothing to propagate: every object already covers its slice range")
-        job = Job(lambda monitor: interaction.propagate(session, ranges, monitor), session.lock)
-        session.job = job.start()
+        job = Job(lambda monitor: interaction.propagate(session, ranges, monitor), session.lock,
+                  on_end=lambda job: _closed(ctx, session))
+        session.job = job.start()  # its thread takes the lock once this request lets it go
         return job.status()
+
+
+def _closed(ctx: ServerContext, session: WebSession) -> None:
+    """A job of a closed session has ended: drop the embeddings it cached after the close."""
+    if session.closed:
+        ctx.engine.forget(session.id)
 
 
 @router.get("/api/images/{image_id}/jobs/{job_id}", response_model=JobStatus, summary="A propagation's progress")

@@ -8,10 +8,11 @@ recently used idle session. No listing exists.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,8 @@ class WebSession:
         job: the running or last propagation.
         memo: the last full label volume with the objects it was made from (volumes).
         last_used: monotonic time of the last request.
+        closed: set once the store has dropped the session (a job still ending then frees what
+            it made).
     """
 
     id: str
@@ -57,6 +60,11 @@ class WebSession:
     job: Job | None = None
     memo: tuple | None = None
     last_used: float = field(default_factory=time.monotonic)
+    closed: bool = False
+
+    #: How long a change waits for another change of the same image (a click on a volume may
+    #: re-segment many slices) before it is refused; it never waits for a propagation.
+    change_wait_s: float = 120.0
 
     @property
     def busy(self) -> bool:
@@ -64,8 +72,32 @@ class WebSession:
 
     def check_idle(self) -> None:
         """Raise :class:`Busy` while a propagation runs (changes must wait for it or cancel it)."""
-        if self.busy:
-            raise Busy("a propagation is running on this image: wait for it or cancel it")
+        job = self.job
+        if job is not None and job.cancelling:
+            raise Busy("the propagation on this image is being cancelled: try again in a moment")
+        if job is not None and job.running:
+            raise Busy("a propagation is running on this image: wait for it to end or cancel it")
+
+    @contextlib.contextmanager
+    def changing(self) -> Iterator[None]:
+        """Hold the session's lock for one change (or one consistent read of its objects).
+
+        Refused with :class:`Busy` at once while a propagation runs (its job holds the lock: a
+        request never queues behind it, and never runs between its slices); another change of
+        this image in progress is waited for, up to :attr:`change_wait_s` seconds.
+        """
+        deadline = time.monotonic() + self.change_wait_s
+        while True:
+            self.check_idle()
+            if self.lock.acquire(timeout=0.05):
+                break
+            if time.monotonic() > deadline:
+                raise Busy("another change to this image is still being made: try again when it ends")
+        try:
+            self.check_idle()  # a propagation started just before the lock was had
+            yield
+        finally:
+            self.lock.release()
 
 
 class SessionStore:
@@ -145,6 +177,7 @@ class SessionStore:
 
     def _dropped(self, sessions: list[WebSession]) -> None:
         for s in sessions:
+            s.closed = True
             if s.job is not None:
                 s.job.cancel()
             if self._on_drop is not None:
