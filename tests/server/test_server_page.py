@@ -2,7 +2,9 @@
 against a live server with the real LiteMedSAM: open a test-made image, drag a box with real
 mouse events, read the overlay's pixels off a screenshot, refine with a background click, and run
 a small volume (box, propagate, download) whose downloaded label map equals what
-``medsamkit segment --boxes-file`` makes from the downloaded prompts.
+``medsamkit segment --boxes-file`` makes from the downloaded prompts; two objects in their colours
+with names, hide/show, opacity, pan, undo/redo/clear; a propagation cancelled from its progress
+bar, run again, and a slice corrected with a click.
 
 One browser and one server for the whole module. Skipped, with the reason, where no chromium or
 chromedriver can be found (CI installs them with apt-get).
@@ -35,6 +37,16 @@ pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the test extra")
 
 GREEN = (0x3D, 0xDC, 0x97)  # the page's colour of label 1
+RED = (0xFF, 0x6B, 0x6B)  # ... and of label 2
+
+
+class Live(str):
+    """The server's address, with its app (the tests reach its engine)."""
+
+    def __new__(cls, url, app):
+        live = super().__new__(cls, url)
+        live.app = app
+        return live
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +71,7 @@ def server(base_predictor):
     while not uv.started and time.time() < deadline:
         time.sleep(0.05)
     assert uv.started
-    yield f"http://127.0.0.1:{port}/"
+    yield Live(f"http://127.0.0.1:{port}/", app)
     uv.should_exit = True
     thread.join(10)
     sock.close()
@@ -273,3 +285,141 @@ def test_drop_a_file_zoom_with_the_wheel_and_window_presets(server, browser):
     assert browser.execute_script("return window.medsamkit.viewer.window") == [-1000, 40]
     browser.find_element(By.XPATH, "//div[@id='presets']/button[text()='lung']").click()
     assert browser.execute_script("return window.medsamkit.viewer.window") == [-1350, 150]
+
+
+def press(driver, *keys, modifier=None):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    actions = ActionChains(driver)
+    if modifier:
+        actions = actions.key_down(modifier)
+    for key in keys:
+        actions = actions.send_keys(key)
+    if modifier:
+        actions = actions.key_up(modifier)
+    actions.perform()
+    wait_idle(driver)
+
+
+def blended(before, driver, x, y, colour):
+    alpha = round(driver.execute_script("return window.medsamkit.viewer.opacity") * 255) / 255
+    return sample(before, driver, x, y) * (1 - alpha) + np.array(colour) * alpha
+
+
+def objects(driver):
+    return driver.execute_script("return window.medsamkit.view.objects")
+
+
+def test_two_objects_names_hide_opacity_pan_redo_and_clear(server, browser, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    image = disc_image(h=112, w=160, centre=(45, 55), radius=20)
+    cv2.circle(image, (115, 55), 20, (160, 200, 230), -1)
+    path = tmp_path / "two.png"
+    cv2.imwrite(str(path), image[:, :, ::-1])
+    open_file(browser, server, path)
+    before = screenshot(browser)
+    drag_box(browser, 22, 32, 68, 78)
+    press(browser, "n")  # the next gesture starts a new object
+    drag_box(browser, 92, 32, 138, 78)
+    assert [(o["label"], o["name"]) for o in objects(browser)] == [(1, "Object 1"), (2, "Object 2")]
+    shot = screenshot(browser)
+    for (x, y), colour in (((45, 55), GREEN), ((115, 55), RED)):  # each object in its colour
+        assert np.abs(sample(shot, browser, x, y) - blended(before, browser, x, y, colour)).max() <= 4
+
+    # rename the second object in its panel row
+    name = browser.find_elements(By.CSS_SELECTOR, "#objects li input.name")[1]
+    name.send_keys(Keys.CONTROL, "a")
+    name.send_keys("cyst", Keys.ENTER)
+    wait_idle(browser)
+    assert objects(browser)[1]["name"] == "cyst"
+
+    # the eye hides the first object (its pixels show the image again), and shows it back
+    eye = browser.find_elements(By.CSS_SELECTOR, "#objects li")[0].find_elements(By.CSS_SELECTOR, "button.icon")[0]
+    eye.click()
+    hidden = screenshot(browser)
+    assert np.abs(sample(hidden, browser, 45, 55) - sample(before, browser, 45, 55)).max() <= 3
+    assert np.abs(sample(hidden, browser, 115, 55) - blended(before, browser, 115, 55, RED)).max() <= 4
+    browser.find_elements(By.CSS_SELECTOR, "#objects li")[0].find_elements(By.CSS_SELECTOR, "button.icon")[0].click()
+
+    # "]" raises the mask opacity; the overlay follows
+    opacity = browser.execute_script("return window.medsamkit.viewer.opacity")
+    press(browser, "]")
+    assert browser.execute_script("return window.medsamkit.viewer.opacity") == pytest.approx(opacity + 0.1)
+    shot = screenshot(browser)
+    assert np.abs(sample(shot, browser, 45, 55) - blended(before, browser, 45, 55, GREEN)).max() <= 4
+
+    # the pan tool (H) moves the image with the mouse, without prompting
+    press(browser, "h")
+    pan = browser.execute_script("return window.medsamkit.viewer.pan")
+    move_to(browser, ActionChains(browser), 80, 90).click_and_hold().move_by_offset(20, 10) \
+        .move_by_offset(20, 15).release().perform()
+    wait_idle(browser)
+    moved = browser.execute_script("return window.medsamkit.viewer.pan")
+    assert moved == pytest.approx([pan[0] + 40, pan[1] + 25], abs=1.5) and len(objects(browser)) == 2
+    press(browser, "s")
+
+    # undo, redo, clear all (one undoable step)
+    press(browser, "z", modifier=Keys.CONTROL)
+    assert [o["label"] for o in objects(browser)] == [1]
+    ActionChains(browser).key_down(Keys.CONTROL).key_down(Keys.SHIFT).send_keys("z").key_up(Keys.SHIFT) \
+        .key_up(Keys.CONTROL).perform()
+    wait_idle(browser)
+    assert [(o["label"], o["name"]) for o in objects(browser)] == [(1, "Object 1"), (2, "cyst")]
+    browser.find_element(By.ID, "clear").click()
+    wait_idle(browser)
+    assert objects(browser) == []
+    assert not browser.execute_script("return window.medsamkit.viewer.labels.data.some((v) => v > 0)")
+    press(browser, "z", modifier=Keys.CONTROL)
+    assert [o["label"] for o in objects(browser)] == [1, 2]
+
+
+def test_a_volume_propagation_cancelled_then_run_then_a_slice_edited(server, browser, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    path = tmp_path / "ball9.nii.gz"
+    write_volume(path, ball_volume(nz=9), Geometry(spacing=(3.0, 1.0, 1.0)))
+    open_file(browser, server, path)
+    assert browser.execute_script("return window.medsamkit.index") == 4
+    drag_box(browser, 16, 12, 56, 52)
+    engine = server.app.state.medsamkit.engine
+    with engine.lock:  # the model is busy elsewhere: the propagation waits in its first slice
+        press_p = ActionChains(browser).send_keys("p")
+        press_p.perform()
+        deadline = time.time() + 30
+        while not browser.execute_script("return window.medsamkit.running"):
+            assert time.time() < deadline, "the propagation did not start"
+            time.sleep(0.05)
+        assert browser.find_element(By.ID, "progress").is_displayed()
+        browser.find_element(By.ID, "cancel").click()
+        time.sleep(0.3)
+    wait_idle(browser, timeout=300)
+    assert "cancelled" in browser.find_element(By.ID, "toast").text.lower()
+    view = browser.execute_script("return window.medsamkit.view")
+    assert view["stale"] and view["objects"][0]["z_range"] == [4, 4]
+
+    browser.find_element(By.ID, "propagate").click()
+    time.sleep(0.2)
+    wait_idle(browser, timeout=300)
+    view = browser.execute_script("return window.medsamkit.view")
+    assert not view["stale"] and view["objects"][0]["z_range"] == view["objects"][0]["target"]
+
+    # two slices up, a background click in the ball corrects that slice (and beyond, as far as it changes)
+    press(browser, "\ue013", "\ue013")  # arrow up, twice
+    assert browser.execute_script("return window.medsamkit.index") == 6
+    labels = "return Array.from(window.medsamkit.viewer.labels.data)"
+    before = np.array(browser.execute_script(labels))
+    assert before.any()
+    move_to(browser, ActionChains(browser), 36, 32).context_click().perform()
+    wait_idle(browser, timeout=300)
+    assert browser.execute_script("return window.medsamkit.view.objects[0].points") == [[36, 32, 6, 0]]
+    after = np.array(browser.execute_script(labels))
+    assert not np.array_equal(after, before)
+    # V hides the selected object's mask, V shows it again
+    press(browser, "v")
+    assert browser.execute_script("return [...window.medsamkit.viewer.hidden]") == [1]
+    press(browser, "v")
+    assert browser.execute_script("return [...window.medsamkit.viewer.hidden]") == []

@@ -202,7 +202,11 @@ export class Panels {
     if (!info) { $("replay").textContent = "–"; return; }
     const prompts = info.output.replace(/_labels(\.[a-z.]+)$/, "_prompts.json");
     const input = /\.zip$/i.test(info.name) ? info.name.replace(/\.zip$/i, "/") : info.name;
-    const opts = (info.modality ? ` --modality ${info.modality}` : "") + (info.window ? ` --window ${info.window}` : "");
-    $("replay").textContent = `medsamkit segment ${input} --boxes-file ${prompts}${opts} -o ${info.output}`;
+    // one option a line (shell continuations): it reads well in the narrow panel and pastes as is
+    const lines = [`medsamkit segment ${input}`, `--boxes-file ${prompts}`];
+    if (info.modality) lines.push(`--modality ${info.modality}`);
+    if (info.window) lines.push(`--window ${info.window}`);
+    lines.push(`-o ${info.output}`);
+    $("replay").textContent = lines.join(" \\\n  ");
   }
 }
