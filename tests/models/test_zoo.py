@@ -327,3 +327,62 @@ def test_missing_explicit_checkpoint_names_it(tmp_path, cache):
     missing = tmp_path / "nope" / "medsam.pth"
     with pytest.raises(WeightsUnavailableError, match=str(missing)):
         zoo.ensure_weights("sam-vit-b", checkpoint=missing)
+
+
+# --- the SAM2 family --------------------------------------------------------------------------
+
+SAM2_NAMES = [f"sam2{v}-hiera-{size}" for v in ("", ".1") for size in ("tiny", "small", "base-plus", "large")]
+
+
+def test_every_sam2_registry_model_has_official_weights():
+    from medsamkit.models.registry import MODELS
+
+    sam2_models = {name for name, spec in MODELS.items() if spec.family == "sam2"}
+    assert sam2_models == {*SAM2_NAMES, "medsam2"}
+    for name in SAM2_NAMES:
+        source = zoo.WEIGHTS[name]
+        # the official file names (facebookresearch/sam2 download_ckpts.sh), one URL each
+        version = "sam2.1" if name.startswith("sam2.1") else "sam2"
+        assert source.filename == f"{version}_hiera_{name.rsplit('-hiera-', 1)[1].replace('-', '_')}.pt"
+        assert source.urls[0].endswith("/" + source.filename)
+        assert ("/092824/" in source.urls[0]) == (version == "sam2.1")
+        assert source.sha256 is not None and len(source.sha256) == 64
+    medsam2 = zoo.WEIGHTS["medsam2"]
+    assert medsam2.filename == "MedSAM2_latest.pt" and medsam2.sha256 is None
+    assert medsam2.urls == ("https://huggingface.co/wanglab/MedSAM2/resolve/main/MedSAM2_latest.pt",)
+
+
+@pytest.mark.parametrize("name", ["medsam2", "sam2.1-hiera-tiny", "sam2-hiera-large"])
+def test_sam2_offline_error_names_file_url_and_place(name, cache, monkeypatch):
+    monkeypatch.setenv("MEDSAMKIT_OFFLINE", "1")
+    source = zoo.WEIGHTS[name]
+    with pytest.raises(WeightsUnavailableError) as info:
+        zoo.ensure_weights(name, progress=False)
+    message = str(info.value)
+    assert source.filename in message
+    assert source.urls[0] in message  # where to get it
+    assert str(cache / source.filename) in message  # where to put it
+    assert "--checkpoint" in message and "\n" not in message
+    if source.sha256:
+        assert source.sha256 in message
+
+
+def test_sam2_offline_error_reaches_load_model(cache, monkeypatch):
+    from medsamkit.models.loader import load_model
+
+    monkeypatch.setenv("MEDSAMKIT_OFFLINE", "1")
+    with pytest.raises(WeightsUnavailableError, match="MedSAM2_latest.pt"):
+        load_model("medsam2", device="cpu")
+
+
+def test_medsam2_downloads_without_digest(server, cache, monkeypatch, caplog):
+    base, root, requests = server
+    (root / "MedSAM2_latest.pt").write_bytes(PAYLOAD)
+    official = zoo.WEIGHTS["medsam2"]
+    monkeypatch.setitem(zoo.WEIGHTS, "medsam2",
+                        WeightsSource(official.filename, (f"{base}/MedSAM2_latest.pt",), official.sha256))
+    with caplog.at_level("WARNING", logger="medsamkit.models.zoo"):
+        path = zoo.ensure_weights("medsam2", progress=False)
+    assert path == cache / "MedSAM2_latest.pt" and path.read_bytes() == PAYLOAD
+    assert requests == ["/MedSAM2_latest.pt"]
+    assert "no official digest" in caplog.text  # the strict key/shape load is the only check

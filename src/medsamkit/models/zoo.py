@@ -356,7 +356,8 @@ def _unavailable(name: str, source: WeightsSource, tried: list[tuple[str, str]],
     parts = [f"The weights of model '{name}' are not available: it needs the file "
              f"{source.filename} ({digest}{size})."]
     if skipped:
-        parts.append("Downloading is turned off (allow_download=False or MEDSAMKIT_OFFLINE=1).")
+        parts.append("Downloading is turned off (allow_download=False or MEDSAMKIT_OFFLINE=1)"
+                     + (f"; get it from {source.urls[0]}." if source.urls else "."))
     elif tried:
         attempts = "; ".join(f"{url} ({why})" for url, why in tried)
         parts.append(f"Downloading it failed: {attempts}.")

@@ -104,6 +104,12 @@ class DataConfig:
     embedding_flips: extra cached variants, any of ``hflip``, ``vflip`` (flip augmentation in
         decoder mode; each costs one more encoder pass per image).
     max_train_samples / max_val_samples: use only the first N (quick runs).
+    clip_length: SAM2-family models: frames per training clip, consecutive slices of one label
+        of one volume starting on a slice where it is present (2D samples are single frames).
+    prompt: SAM2 clips: ``box`` or ``click`` (a random foreground pixel) on the first frame.
+    prompt_every: SAM2 clips: also prompt every k-th frame where the object is present
+        (Medical-SAM2's prompt frequency; 0: the first frame only).
+    clip_reverse: SAM2 clips: probability that a training clip runs towards lower slices.
     """
 
     cache: str | None = None
@@ -119,16 +125,31 @@ class DataConfig:
     embedding_flips: list[str] = field(default_factory=list)
     max_train_samples: int | None = None
     max_val_samples: int | None = None
+    clip_length: int = 8
+    prompt: str = "box"
+    prompt_every: int = 0
+    clip_reverse: float = 0.5
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
 class LossConfig:
-    """Weights of Dice (sigmoid, squared denominators), BCE-with-logits and the IoU-head MSE."""
+    """Weights of Dice (sigmoid, squared denominators), BCE-with-logits and the IoU-head MSE.
+
+    SAM2-family models: ``kind: sam2`` (the default for them) is MedSAM2's / SAM2's loss, mask
+    focal ``focal`` (20), Dice ``dice`` (1), IoU-head L1 ``iou`` (1) and object-score BCE
+    ``object_score`` (1), on the best of the multimask outputs; ``kind: dice-bce`` is Dice +
+    BCE on the chosen mask plus the object-score BCE. ``auto``: sam2 for SAM2 models, dice-bce
+    otherwise (SAM v1 models only have dice-bce).
+    """
 
     dice: float = 1.0
     bce: float = 1.0
     iou_mse: float = 0.0
+    kind: str = "auto"
+    focal: float = 20.0
+    iou: float = 1.0
+    object_score: float = 1.0
 
 
 @dataclass
@@ -360,6 +381,8 @@ def _check_choices(config: Any, origin: dict[str, str], prefix: str) -> None:
         if not 0.0 <= config.mask_prompt <= 1.0:
             raise InputError(_source(origin, prefix + "mask_prompt"),
                              f"{prefix}mask_prompt is a probability (0..1); got {config.mask_prompt}")
+    elif isinstance(config, LossConfig):
+        bad("kind", config.kind, ("auto", "sam2", "dice-bce"))
     elif isinstance(config, OptimConfig):
         bad("scheduler", config.scheduler, SCHEDULERS)
     elif isinstance(config, DataConfig):
@@ -367,5 +390,13 @@ def _check_choices(config: Any, origin: dict[str, str], prefix: str) -> None:
         bad("embedding_backend", config.embedding_backend, ("torch", "onnx"))
         for flip in config.embedding_flips:
             bad("embedding_flips", flip, ("hflip", "vflip"))
+        bad("prompt", config.prompt, ("box", "click"))
+        for key in ("clip_length", "prompt_every"):
+            if getattr(config, key) < (1 if key == "clip_length" else 0):
+                raise InputError(_source(origin, prefix + key), f"{prefix}{key} must be at least "
+                                 f"{1 if key == 'clip_length' else 0}; got {getattr(config, key)}")
+        if not 0.0 <= config.clip_reverse <= 1.0:
+            raise InputError(_source(origin, prefix + "clip_reverse"),
+                             f"{prefix}clip_reverse is a probability (0..1); got {config.clip_reverse}")
         if config.batch_size < 1:
             raise InputError(_source(origin, prefix + "batch_size"), f"{prefix}batch_size must be at least 1")

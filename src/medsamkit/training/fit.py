@@ -72,8 +72,17 @@ def build_net(config: FitConfig, model: nn.Module | None = None) -> nn.Module:
             model = load_model(m.name, m.checkpoint, device="cpu").model
         else:
             model = get_spec(m.name).build()
+    if is_sam2(config):
+        from .sam2_module import Sam2Net
+
+        return Sam2Net(model, m.mode)
     return SamNet(model, m.mode, m.automatic, m.lora, train_iou_head=config.loss.iou_mse > 0,
                   clicks=ClickTraining(m.clicks.steps, m.clicks.mask_prompt))
+
+
+def is_sam2(config: FitConfig) -> bool:
+    """Whether ``model.name`` is a SAM2-family model (trained on clips, :mod:`.sam2_module`)."""
+    return config.model.name not in BASELINES and get_spec(config.model.name).family == "sam2"
 
 
 def open_sources(config: FitConfig, geometry: ModelGeometry) -> DataSources:
@@ -125,8 +134,9 @@ def build_trainer(config: FitConfig, out: Path, has_val: bool) -> L.Trainer:
 
     t = config.trainer
     strategy = t.strategy
-    if strategy == "ddp" and config.model.mode == "full" and config.model.name not in BASELINES:
-        strategy = "ddp_find_unused_parameters_true"  # box prompts leave the point/mask embeddings unused
+    if strategy == "ddp" and config.model.name not in BASELINES and (config.model.mode == "full" or is_sam2(config)):
+        # box prompts leave the point/mask embeddings (SAM2: also mask_downsample) unused
+        strategy = "ddp_find_unused_parameters_true"
     # Lightning's save_last only follows a new best; a separate callback rewrites last.ckpt
     # every epoch (or every output.save_every_n_steps steps) so an interruption loses little
     every = config.output.save_every_n_steps
@@ -159,6 +169,14 @@ def build_datamodule(config: FitConfig, net: nn.Module, geometry: ModelGeometry,
     sources = DataSources(head(sources.train, d.max_train_samples),
                           None if sources.val is None else head(sources.val, d.max_val_samples))
     loader = LoaderSettings(d.batch_size, d.num_workers, d.box_jitter)
+    if getattr(net, "frame_encoder", None) is not None:  # a SAM2-family net: clips
+        from .clips import ClipDataModule, ClipSettings
+
+        clips = ClipSettings(d.clip_length, d.prompt, d.prompt_every, d.clip_reverse, d.box_jitter)
+        frozen = not net.encoder_trains and d.embeddings
+        spec = EmbeddingCacheSpec(embedding_root, d.embedding_dtype, (), progress=config.output.progress_bar)
+        return ClipDataModule(sources, geometry, loader, clips, encoder=net.frame_encoder if frozen else None,
+                              cache_spec=spec)
     cached = isinstance(net, SamNet) and net.mode in CACHED_MODES and d.embeddings
     if cached:
         spec = EmbeddingCacheSpec(embedding_root, d.embedding_dtype, variant_names(d.embedding_flips),
@@ -167,6 +185,22 @@ def build_datamodule(config: FitConfig, net: nn.Module, geometry: ModelGeometry,
     a = d.augment
     return SampleDataModule(sources, geometry, loader,
                             augment=build_augmenter(a.hflip, a.vflip, a.rotate_deg, a.scale, a.intensity))
+
+
+def build_module(config: FitConfig, net: nn.Module, monitor: tuple[str, str]) -> SegmentationModule:
+    """The LightningModule: SAM2's clip module with its loss, or the segmentation module."""
+    lc = config.loss
+    if is_sam2(config):
+        from .losses import Sam2FrameLoss
+        from .sam2_module import Sam2Module
+
+        kind = "sam2" if lc.kind == "auto" else lc.kind
+        loss = Sam2FrameLoss(kind, lc.focal, lc.dice, lc.iou, lc.object_score, lc.bce)
+        return Sam2Module(net, loss, config.optim, monitor, hparams=config.to_dict())
+    if lc.kind == "sam2":
+        raise InputError(None, "loss.kind sam2 is for SAM2-family models; SAM models use dice-bce (or auto)")
+    loss = SegmentationLoss(lc.dice, lc.bce, lc.iou_mse)
+    return SegmentationModule(net, loss, config.optim, monitor, hparams=config.to_dict())
 
 
 # ------------------------------------------------------------------------------ run
@@ -217,8 +251,7 @@ def fit(config: FitConfig, sources: DataSources | None = None, model: nn.Module 
         (Path(config.data.cache) / "embeddings" if config.data.cache else out / "embeddings")
     datamodule = build_datamodule(config, net, geometry, sources, embedding_root)
     monitor = ("val_dice", "max") if has_val else ("train_loss_epoch", "min")
-    loss = SegmentationLoss(config.loss.dice, config.loss.bce, config.loss.iou_mse)
-    module = SegmentationModule(net, loss, config.optim, monitor, hparams=config.to_dict())
+    module = build_module(config, net, monitor)
     trainer = build_trainer(config, out, has_val)
     last = out / "checkpoints" / "last.ckpt"
     resume = last if config.output.resume and last.is_file() else None

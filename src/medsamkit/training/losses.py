@@ -78,3 +78,75 @@ class SegmentationLoss:
             total = total + self.iou_mse * parts["iou_mse"]
         parts["loss"] = total
         return parts
+
+
+# ------------------------------------------------------------------------------ SAM2 family
+def sigmoid_focal(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
+                  ) -> torch.Tensor:
+    """Per-pixel sigmoid focal loss (RetinaNet's, as SAM2's trainer; ``alpha < 0`` switches the
+    class weighting off, ``gamma = 0`` makes it plain BCE)."""
+    prob = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p_t = prob * target + (1 - prob) * (1 - target)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
+    return loss
+
+
+def _dice_plus_one(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """SAM2's Dice loss per mask (smoothing 1, plain denominators) over the last two axes."""
+    prob = torch.sigmoid(logits).flatten(-2)
+    target = target.flatten(-2)
+    return 1 - (2 * (prob * target).sum(-1) + 1) / (prob.sum(-1) + target.sum(-1) + 1)
+
+
+@dataclass(frozen=True)
+class Sam2FrameLoss:
+    """The loss of one frame of B objects, as SAM2's (and MedSAM2's) ``MultiStepMultiMasksAndIous``.
+
+    ``kind="sam2"``: focal (alpha 0.25, gamma 2) and Dice of every multimask output; the output
+    with the lowest ``focal * w + dice * w`` is the one supervised; the IoU head learns the
+    actual IoU of every output (L1); the object score learns presence (BCE); mask, Dice and IoU
+    terms count only where the object is present. ``kind="dice-bce"``: squared Dice + BCE on
+    the chosen mask (present objects) plus the object-score BCE. Terms are summed over objects
+    (the caller divides by the number of objects, as the reference does).
+    """
+
+    kind: str = "sam2"
+    focal: float = 20.0
+    dice: float = 1.0
+    iou: float = 1.0
+    object_score: float = 1.0
+    bce: float = 1.0
+
+    def __call__(self, multimask: torch.Tensor, chosen: torch.Tensor, iou_pred: torch.Tensor,
+                 object_score: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """multimask (B, M, S, S) and chosen (B, 1, S, S) logits at the target's size, iou_pred
+        (B, M), object_score (B, 1), target (B, 1, S, S) in {0, 1}."""
+        target = target.float()
+        present = (target.flatten(1).amax(1) > 0).float()  # (B,)
+        parts = {"object_score": F.binary_cross_entropy_with_logits(
+            object_score.float().reshape(-1), present, reduction="sum")}
+        if self.kind == "dice-bce":
+            chosen = chosen.float()
+            dice = torch.stack([soft_dice_loss(c[None], t[None]) for c, t in zip(chosen, target)])
+            bce = F.binary_cross_entropy_with_logits(chosen, target, reduction="none").flatten(1).mean(1)
+            parts["dice"], parts["bce"] = (dice * present).sum(), (bce * present).sum()
+            parts["loss"] = self.dice * parts["dice"] + self.bce * parts["bce"] + \
+                self.object_score * parts["object_score"]
+            return parts
+        multimask = multimask.float()
+        focal = sigmoid_focal(multimask, target.expand_as(multimask)).flatten(2).mean(-1)  # (B, M)
+        dice = _dice_plus_one(multimask, target.expand_as(multimask))
+        best = torch.argmin(self.focal * focal + self.dice * dice, dim=1)
+        rows = torch.arange(multimask.shape[0], device=multimask.device)
+        actual = mask_iou(multimask.detach().flatten(0, 1)[:, None], target.repeat_interleave(
+            multimask.shape[1], 0)).reshape(iou_pred.shape)
+        iou = F.l1_loss(iou_pred.float(), actual, reduction="none").mean(1)  # every output's IoU
+        parts["focal"] = (focal[rows, best] * present).sum()
+        parts["dice"] = (dice[rows, best] * present).sum()
+        parts["iou"] = (iou * present).sum()
+        parts["loss"] = (self.focal * parts["focal"] + self.dice * parts["dice"] + self.iou * parts["iou"]
+                         + self.object_score * parts["object_score"])
+        return parts
