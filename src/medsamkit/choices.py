@@ -6,7 +6,7 @@ Each name lives here once: the heavy modules take their tuples from this module
 (:data:`MODALITIES`, :data:`OVERLAP_RULES`, :data:`RANKS`, :data:`DEFAULT_MODEL`), and the
 registries that hold objects (``models.registry.MODELS``, ``data.layouts.LAYOUTS``,
 ``inference.engines.ENGINES``) are checked against :data:`MODEL_NAMES`, :data:`LAYOUT_NAMES`
-and :data:`BACKENDS` by ``tests/test_choices.py``. Adding a model, a layout or a backend
+and :data:`BACKENDS` (``auto`` + the engines) by ``tests/test_choices.py``. Adding a model, a layout or a backend
 means adding its name here too.
 """
 
@@ -25,8 +25,10 @@ DEFAULT_MODEL = "litemedsam"
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 
 #: ``--backend``: the runtime of the image encoder (and decoder) on the CPU
-BACKENDS: tuple[str, ...] = ("torch", "onnx")
-DEFAULT_BACKEND = "torch"
+BACKENDS: tuple[str, ...] = ("auto", "torch", "onnx", "openvino")
+DEFAULT_BACKEND = "auto"
+#: ``--precision`` of the image encoder (default: the backend's fastest that keeps the masks)
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
 
 #: intensity schemes (``--modality``, lower case), see ``preprocessing.intensity.select_scheme``
 MODALITIES: tuple[str, ...] = (
@@ -35,6 +37,9 @@ MODALITIES: tuple[str, ...] = (
 
 #: how a voxel claimed by several objects is labelled (``segment VOLUME --overlap``)
 OVERLAP_RULES: tuple[str, ...] = ("logit", "smallest", "last")
+#: the default rule: the object given last wins, as in the official LiteMedSAM 3D script; chosen
+#: by measurement on ../shared/data/volumes (docs/benchmarks.md, "3D propagation")
+DEFAULT_OVERLAP = "last"
 
 #: dataset layouts of ``medsamkit preprocess --layout``, in the order detection tries them
 LAYOUT_NAMES: tuple[str, ...] = (

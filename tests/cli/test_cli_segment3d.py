@@ -238,6 +238,31 @@ def test_bad_volume_prompts(phantom, tmp_path, capsys, argv, message):
     assert out.read_bytes() == SENTINEL
 
 
+def test_nan_inf_and_constant_volumes_are_refused_naming_the_file(tmp_path, capsys):
+    """As 2D images are: exit 2, the file, the problem (with the count of bad voxels), no output."""
+    vol = np.full((NZ, NY, NX), 50.0, np.float32)
+    vol[3:5, 10:20, 10:20] = 120.0
+    vol[4, 0, :7] = np.nan
+    vol[9, 5, 5] = np.inf
+    vol[10, 5, 5] = -np.inf
+    bad = tmp_path / "somenan.nii.gz"
+    write_volume(bad, vol, ANISO)
+    out = tmp_path / "seg.nii.gz"
+    code, stdout, err = run_cli(capsys, "segment", bad, "--box", BOX_A, "-o", out)
+    assert code == 2 and stdout == "" and not out.exists()
+    assert err == f"medsamkit: error: {bad}: the volume contains 9 NaN or infinite values\n"
+    allnan = tmp_path / "allnan.nii.gz"
+    write_volume(allnan, np.full((NZ, NY, NX), np.nan, np.float32), ANISO)
+    code, _, err = run_cli(capsys, "segment", allnan, "--box", BOX_A, "-o", out)
+    assert code == 2 and err == f"medsamkit: error: {allnan}: the volume contains {NZ * NY * NX} NaN or infinite values\n"
+    flat = tmp_path / "constant.nii.gz"
+    write_volume(flat, np.full((NZ, NY, NX), 7, np.int16), ANISO)
+    code, _, err = run_cli(capsys, "segment", flat, "--box", BOX_A, "-o", out)
+    assert code == 2 and not out.exists()
+    assert err == (f"medsamkit: error: {flat}: the volume is constant (every voxel equals 7); "
+                   "there is nothing to segment\n")
+
+
 def test_bad_outputs_and_2d_misuse(phantom, tmp_path, capsys):
     d, _, _ = phantom
     vol = d / "vol.nii.gz"

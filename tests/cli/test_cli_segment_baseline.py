@@ -14,7 +14,7 @@ from medsamkit.inference.baseline import load_baseline_predictor
 from medsamkit.io.geometry import Geometry
 from medsamkit.io.volume import write_volume
 from medsamkit.models.baselines import build_baseline
-from medsamkit.training.automatic import predict_automatic
+from medsamkit.inference.automatic import predict_automatic
 from medsamkit.training.export import export_net
 from medsamkit.training.nets import BaselineNet
 

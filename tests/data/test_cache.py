@@ -3,6 +3,7 @@ shard writing and the manifest."""
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import shutil
 from pathlib import Path
@@ -102,7 +103,12 @@ def test_manifest_records_and_counts(cache_root: Path) -> None:
     assert manifest["settings"]["min_size_3d"] == 1000 and manifest["input_size"] == 256
     record = manifest["samples"][0]
     assert set(record) == {"case_id", "mask_index", "image_index", "slice", "label", "box",
-                           "box_original", "original_size", "valid_size"}
+                           "box_original", "original_size", "valid_size", "image_checksum"}
+    # the checksum is the SHA-256 of the stored model-input image (its shape, then its bytes)
+    cache = PreprocessedCache(cache_root)
+    image = cache[0].image
+    digest = hashlib.sha256(repr(image.shape).encode() + image.tobytes()).hexdigest()
+    assert record["image_checksum"] == digest
     assert record["original_size"] == [40, 48] and record["valid_size"] == [213, 256]
     counts = manifest["counts"]
     assert counts["samples_per_split"] == {"train": 12, "val": 6}

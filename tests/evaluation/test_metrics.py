@@ -33,17 +33,47 @@ def test_dice_iou_relation_on_random_masks():
     assert d == pytest.approx(2 * j / (1 + j))
 
 
-def test_binary_scores_match_the_single_metric_functions():
+def test_binary_scores_of_two_shifted_squares_are_the_analytic_values():
+    """Two 10 x 10 voxel squares, the second 5 columns to the right, at 0.5 mm rows and 2 mm
+    columns. DSC 2*50/200, IoU 50/150. The left side of the first square (and the right side of
+    the second) is 5 columns = 10 mm from the other's boundary, and no point is further; those
+    sides are 10 x 0.5 mm = 5 mm of each 50 mm perimeter (10 % > 5 %), so HD95 = 10 mm, and only
+    a tolerance of 10 mm puts the whole surface within it (NSD 1)."""
     a, b = squares((40, 50))
     s = binary_scores(a, b, spacing=(0.5, 2.0), tolerance=1.5)
-    assert s.dsc == pytest.approx(dice(a, b))
-    assert s.iou == pytest.approx(iou(a, b))
-    assert s.nsd == pytest.approx(nsd(a, b, 1.5, (0.5, 2.0)))
-    assert s.hd95 == pytest.approx(hd95(a, b, (0.5, 2.0)))
+    assert s.dsc == 0.5 and s.iou == pytest.approx(1 / 3, abs=1e-15)
     assert (s.pred_voxels, s.gt_voxels) == (100, 100)
-    # shifting by 5 columns of 2 mm: HD95 at most 10 mm, everything within 10 mm
-    assert 0 < s.hd95 <= 10.0
-    assert nsd(a, b, 10.0, (0.5, 2.0)) == 1.0
+    assert s.hd95 == 10.0
+    assert s.nsd < 0.9
+    assert binary_scores(a, b, spacing=(0.5, 2.0), tolerance=9.9).nsd < 1.0
+    assert binary_scores(a, b, spacing=(0.5, 2.0), tolerance=10.0).nsd == 1.0
+
+
+def test_hd95_is_the_deepmind_area_weighted_percentile_on_an_analytic_case():
+    """DeepMind's ``compute_robust_hausdorff``: sort the surfel distances, weight each by its
+    surfel area, take the first distance where the cumulative area reaches 95 %.
+
+    A 4 x 100 voxel rectangle at spacing (10 mm rows, 1 mm columns), and the same rectangle
+    without its end columns. The only boundary that moves is the two 4-voxel ends, by one column
+    (1 mm); the long top and bottom stay put (distance 0). By surfel count the ends are under 5 %
+    of the boundary (an unweighted percentile, MONAI's, gives 0); by area they are 2 x 4 x 10 mm
+    = 80 mm against about 2 x 100 x 1 mm, 29 % of it, so HD95 = 1 mm."""
+    gt = np.zeros((12, 110), bool)
+    gt[4:8, 5:105] = True
+    pred = gt.copy()
+    pred[:, [5, 104]] = False
+    spacing = (10.0, 1.0)
+    sd = surface_distances(pred, gt, spacing)
+    for distances, areas in ((sd.pred_to_gt, sd.pred_areas), (sd.gt_to_pred, sd.gt_areas)):
+        assert set(np.round(distances, 9)) == {0.0, 1.0}
+        moved = distances > 0
+        assert moved.mean() < 0.05  # fewer than 5 % of the surfels ...
+        assert 0.2 < areas[moved].sum() / areas.sum() < 0.3  # ... but over 20 % of the area
+        assert np.percentile(distances, 95) == 0.0  # the unweighted percentile misses them
+    assert robust_hausdorff(sd) == 1.0
+    assert hd95(pred, gt, spacing) == 1.0
+    # the weighting decides the percentile: 0 mm covers ~71 % of gt's area and ~78 % of pred's
+    assert robust_hausdorff(sd, 70.0) == 0.0 and robust_hausdorff(sd, 75.0) == 1.0
 
 
 @pytest.mark.parametrize("shape", [(12, 14), (6, 12, 14)])

@@ -50,7 +50,7 @@ SPACINGS = [(1.0, 1.0), (0.5, 1.7), (1.0, 1.0, 1.0), (2.5, 0.8, 1.1), (0.6, 3.0,
 def test_measure_table_equals_monai_copy_of_deepmind_table(spacing):
     mine = surfel_measure_table(spacing)
     theirs = np.asarray(monai_utils.get_code_to_measure_table(spacing)[0], dtype=np.float64)
-    assert mine.shape == (16,) if len(spacing) == 2 else (256,)
+    assert mine.shape == ((16,) if len(spacing) == 2 else (256,))
     np.testing.assert_allclose(mine, theirs, rtol=1e-6, atol=1e-7)
     assert mine[0] == 0 and mine[-1] == 0
 

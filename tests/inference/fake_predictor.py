@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from medsamkit.inference.predictor import ImageEmbedding, Prediction
-from medsamkit.preprocessing.geometry import Frame
+from medsamkit.preprocessing.geometry import Frame, ModelGeometry
 
 
 class FakePredictor:
@@ -22,6 +22,7 @@ class FakePredictor:
         self.embedded: list[np.ndarray] = []  # the grey slices encoded, in order
         self.decoded: list[np.ndarray] = []  # the (N, 4) boxes of each predict call
         self.embedding: ImageEmbedding | None = None
+        self.geometry = ModelGeometry()  # identity frame: boxes grow in slice pixels
 
     def embed(self, image: np.ndarray) -> ImageEmbedding:
         assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8

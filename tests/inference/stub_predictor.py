@@ -24,7 +24,7 @@ import torch
 from scipy import ndimage
 
 from medsamkit.inference.predictor import ImageEmbedding, Prediction
-from medsamkit.preprocessing.geometry import Frame
+from medsamkit.preprocessing.geometry import Frame, ModelGeometry
 
 
 @dataclass
@@ -61,6 +61,7 @@ class StubPredictor:
     calls: list[Call] = field(default_factory=list)
     embedded: list[np.ndarray] = field(default_factory=list)
     embedding: ImageEmbedding | None = None
+    geometry: ModelGeometry = field(default_factory=ModelGeometry)  # identity frame: slice pixels
 
     def embed(self, image: np.ndarray) -> ImageEmbedding:
         assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8

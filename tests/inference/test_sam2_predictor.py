@@ -30,7 +30,12 @@ from medsamkit.preprocessing.geometry import SAM2Geometry
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 TARGET = SHARED / "parity" / "sam2.1-hiera-tiny_2d_kvasir.npz"
-needs_target = pytest.mark.skipif(not TARGET.is_file(), reason=f"{TARGET} absent (the shared parity data)")
+_needs_target_skip = pytest.mark.skipif(not TARGET.is_file(), reason=f"{TARGET} absent (the shared parity data)")
+
+
+def needs_target(test):
+    """Marks a test that needs ../shared/data (``realdata``) and skips it when that is absent."""
+    return pytest.mark.realdata(_needs_target_skip(test))
 
 
 @pytest.fixture(autouse=True)

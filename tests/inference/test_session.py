@@ -159,7 +159,7 @@ def test_overlapping_objects_split_by_logit_and_labels_are_written():
 
 @pytest.mark.parametrize("kwargs, problem", [
     ({"box": (10, 10, 5, 20)}, "inverted"),
-    ({"box": (10, 10, 95, 20)}, "outside the 90x60 image"),
+    ({"box": (91, 10, 95, 20)}, "outside the 90x60 image"),
     ({"points": [(90, 5, 1)]}, "point 90,5,1 lies outside the 90x60 image"),
     ({"points": [(5, 5, 2)]}, "label must be 1"),
     ({"points": [(5, 5, 3, 1)]}, "a point is (x, y, label)"),

@@ -85,7 +85,7 @@ def test_ct_window_from_options():
 
 
 def test_overlaps_go_to_the_highest_logit_also_across_visits():
-    assembler = LabelAssembler((3, 2, 2), [4, 7])
+    assembler = LabelAssembler((3, 2, 2), [4, 7], overlap="logit")
     logits = np.array([[[2.0, 1.0], [-1.0, 0.5]], [[1.0, 3.0], [-2.0, -1.0]]], np.float32)
     assembler.add(SliceResult(1, (0, 1), logits > 0, logits, final=False))
     np.testing.assert_array_equal(assembler.volume[1], [[4, 7], [0, 4]])
@@ -124,6 +124,66 @@ def test_overlap_smallest_keeps_the_inner_object():
     assembler.add(SliceResult(0, (0,), outer, logits[:1], final=False))
     assembler.add(SliceResult(0, (1,), inner, logits[1:], final=True))
     assert (assembler.volume[0, 2:4, 2:4] == 2).all() and (assembler.volume[0][~inner[0]] == 1).all()
+
+
+def test_by_default_the_object_given_last_wins_so_a_nested_inner_object_keeps_its_voxels():
+    """ACDC-like nesting: the box around a ring (myocardium) also takes the bright cavity (LV)
+    inside it. The fake's logits are equal there, so "highest logit" gives the cavity to the
+    first object; the default ("last", the official script's rule) to the inner one, given last."""
+    volume = np.random.default_rng(1).uniform(0, 10, (Z, H, W)).astype(np.float32)
+    ring = np.zeros((Z, H, W), bool)
+    ring[3:9, 4:28, 8:32] = True
+    ring[3:9, 7:25, 11:29] = False  # a 3 px ring; inside it a dark gap of 4 px, then the cavity
+    cavity = np.zeros((Z, H, W), bool)
+    cavity[3:9, 11:21, 15:25] = True
+    volume[ring | cavity] = 400
+    prompts = [(8, 4, 3, 31, 27, 8), (15, 11, 3, 24, 20, 8)]  # the ring's box, then the cavity's
+    assert VolumeOptions().overlap == "last"
+    labels = segment_volume(volume, OBLIQUE, prompts, FakePredictor()).labels
+    np.testing.assert_array_equal(labels, ring * 1 + cavity * 2)
+    by_logit = segment_volume(volume, OBLIQUE, prompts, FakePredictor(), VolumeOptions(overlap="logit")).labels
+    assert (by_logit[cavity] == 1).all()  # the cavity lost to the ring's filled box
+
+
+def test_nan_inf_and_constant_volumes_are_refused_naming_the_source():
+    volume, *_ = two_blocks()
+    volume[3, 0, :4] = np.nan
+    volume[7, 1, 1] = np.inf
+    with pytest.raises(InputError) as err:
+        segment_volume(volume, OBLIQUE, [(4, 4, 2, 15, 13, 8)], FakePredictor(), source="allnan.nii.gz")
+    assert str(err.value) == "allnan.nii.gz: the volume contains 5 NaN or infinite values"
+    with pytest.raises(InputError) as err:
+        segment_volume(np.full((Z, H, W), 3.5, np.float32), OBLIQUE, [(4, 4, 2, 15, 13, 8)], FakePredictor(),
+                       source="flat.nii.gz")
+    assert str(err.value) == "flat.nii.gz: the volume is constant (every voxel equals 3.5); there is nothing to segment"
+
+
+def test_the_progress_bar_counts_slices_not_visits(monkeypatch):
+    """Two objects, z 2..8 (key slice 5) and 5..10 (key 7): the upward sweep visits 5..10, the
+    downward 6..2, so slices 5 and 6 are visited twice: 9 slices, 11 visits (decoder calls). The
+    bar's total and its ticks are the 9 slices."""
+    bars = []
+
+    class Bar:
+        def __init__(self, total, **kw):
+            self.total, self.n = total, 0
+            bars.append(self)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, n):
+            self.n += n
+
+    monkeypatch.setattr("medsamkit.inference.volume3d.tqdm", Bar)
+    volume, *_ = two_blocks()
+    result = segment_volume(volume, OBLIQUE, [(4, 4, 2, 15, 13, 8), (30, 18, 5, 43, 27, 10)], FakePredictor(),
+                            VolumeOptions(progress=True))
+    assert result.slices_visited == 9 and result.decoder_calls == 11
+    assert [(b.total, b.n) for b in bars] == [(9, 9)]
 
 
 def test_cleanup():

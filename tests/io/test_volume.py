@@ -169,6 +169,22 @@ def test_nifti_scaling_and_2d(tmp_path: Path) -> None:
     np.testing.assert_allclose(geometry.spacing, (1.0, 0.6, 0.5))
 
 
+@pytest.mark.parametrize("suffix", VOLUME_SUFFIXES)
+def test_nan_and_inf_are_refused_with_their_count(tmp_path: Path, suffix: str) -> None:
+    """Every format, NIfTI included (ITK's NIfTI reader would read them as 0)."""
+    data = sample(np.float32)
+    data[1, 2, 3], data[0, 0, 0], data[3, 4, 5] = np.nan, np.inf, -np.inf
+    path = tmp_path / f"bad{suffix}"
+    write_volume(path, data, GEOM)
+    with pytest.raises(InputError) as err:
+        read_volume(path)
+    assert str(err.value) == f"{path}: the volume contains 3 NaN or infinite values"
+    allnan = tmp_path / f"allnan{suffix}"
+    write_volume(allnan, np.full(SHAPE, np.nan, np.float32), GEOM)
+    with pytest.raises(InputError, match=f"contains {np.prod(SHAPE)} NaN or infinite values"):
+        read_volume(allnan)
+
+
 def test_identity_affine_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     nib.save(nib.Nifti1Image(np.ones((6, 5, 4), np.float32), np.eye(4)), tmp_path / "acdc.nii.gz")
     with caplog.at_level(logging.WARNING, logger="medsamkit.io.volume"):

@@ -11,7 +11,7 @@ from PIL import Image
 
 from medsamkit.errors import InputError
 from medsamkit.io.image2d import read_image_2d
-from medsamkit.io.writers import atomic_output, check_not_input, write_npy, write_png
+from medsamkit.io.writers import atomic_output, check_not_input, write_image, write_npy, write_png
 
 
 def test_atomic_output_temp_name_and_replace(tmp_path: Path) -> None:
@@ -117,3 +117,37 @@ def test_write_into_unwritable_place_is_input_error(tmp_path: Path) -> None:
     blocker.write_bytes(b"x")
     with pytest.raises(InputError, match="cannot create the output folder"):
         write_npy(blocker / "sub" / "a.npy", np.zeros(3))
+
+
+@pytest.mark.parametrize("name, magic", [("m.png", b"\x89PNG"), ("m.tif", b"II*\x00"), ("m.TIFF", b"II*\x00"),
+                                         ("m.bmp", b"BM")])
+def test_write_image_writes_the_format_named_and_keeps_the_labels(tmp_path: Path, name: str, magic: bytes) -> None:
+    labels = np.zeros((20, 30), np.uint8)
+    labels[2:8, 3:9], labels[10:15, 12:25] = 1, 2
+    write_image(tmp_path / name, labels)
+    assert (tmp_path / name).read_bytes()[:len(magic)] == magic
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / name)), labels)
+
+
+def test_write_image_tiff_keeps_16_bit_labels_and_bmp_refuses_them(tmp_path: Path) -> None:
+    labels = np.zeros((20, 30), np.uint16)
+    labels[2:8, 3:9] = 300
+    write_image(tmp_path / "m.tif", labels)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "m.tif")), labels)
+    with pytest.raises(InputError, match="8-bit values; labels above 255 need .png or .tif"):
+        write_image(tmp_path / "m.bmp", labels)
+    assert not (tmp_path / "m.bmp").exists()
+
+
+def test_write_image_refuses_lossy_masks_but_writes_lossy_pictures(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="JPG is lossy and would change the mask's label values"):
+        write_image(tmp_path / "m.jpg", np.zeros((8, 8), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+    rgb = np.zeros((16, 16, 3), np.uint8)
+    rgb[..., 0] = 200  # red
+    write_image(tmp_path / "overlay.jpg", rgb, "picture")
+    assert (tmp_path / "overlay.jpg").read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG, not PNG bytes
+    back = np.asarray(Image.open(tmp_path / "overlay.jpg").convert("RGB")).astype(int)
+    assert np.abs(back - rgb).max() <= 8  # RGB order kept (lossy)
+    with pytest.raises(InputError, match="unknown image format '.gif'"):
+        write_image(tmp_path / "overlay.gif", rgb, "picture")

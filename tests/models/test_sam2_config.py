@@ -25,7 +25,13 @@ from medsamkit.models.standin import standin_state_dict, standin_tensor
 from medsamkit.preprocessing.geometry import geometry_for
 
 KEYS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "parity" / "keys"
-needs_keys = pytest.mark.skipif(not KEYS.is_dir(), reason=f"{KEYS} absent (the shared parity data)")
+_needs_keys_skip = pytest.mark.skipif(not KEYS.is_dir(), reason=f"{KEYS} absent (the shared parity data)")
+
+
+def needs_keys(test):
+    """Marks a test that needs ../shared/data (``realdata``) and skips it when that is absent."""
+    return pytest.mark.realdata(_needs_keys_skip(test))
+
 
 #: parity.md: key files -> (keys, parameters incl. the prompt encoder's 256-value buffer)
 LAYOUTS = {

@@ -8,7 +8,9 @@ side to 1024, applies ImageNet mean/std and pads.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
+from PIL import Image
 import pytest
 import torch
 
@@ -202,6 +204,26 @@ def test_medsam_resize_stays_in_the_input_range(shape):
         assert values[cy, cx] == pytest.approx(rect[c], abs=1e-6)
 
 
+def test_medsam_thresholds_the_upsampled_sigmoid_not_the_upsampled_logit():
+    # MedSAM_Inference.py: sigmoid, then bilinear to (H, W), then p > 0.5. Upsampling 256 -> 512,
+    # output column 255 weighs low-res column 127 (logit -1) by 0.75 and column 128 (logit 4) by
+    # 0.25: the upsampled logit is 0.25 > 0, but the upsampled probability is
+    # 0.75 * sigmoid(-1) + 0.25 * sigmoid(4) = 0.447 < 0.5, so the pixel is background.
+    low_res = torch.full((1, 1, 256, 256), -1.0)
+    low_res[..., 128:] = 4.0
+    frame = MedSAMGeometry().frame((512, 512))
+    logits = MedSAMGeometry().logits_to_original(low_res, frame)[0, 0].numpy()
+    p = 0.75 / (1 + np.exp(1.0)) + 0.25 / (1 + np.exp(-4.0))
+    assert p < 0.5
+    assert (logits[:, 255] < 0).all()  # background, as the reference
+    assert (logits[:, 256] > 0).all() and (logits[:, :255] < 0).all()  # column 256: 0.25/0.75, both agree
+    # upsampling the logits instead would call that pixel foreground (0.25)
+    plain = torch.nn.functional.interpolate(low_res, (512, 512), mode="bilinear", align_corners=False)
+    assert float(plain[0, 0, 0, 255]) == pytest.approx(0.25)
+    # magnitudes away from the edge are the upsampled logits (they rank overlapping objects)
+    assert logits[0, 0] == pytest.approx(-1.0) and logits[0, -1] == pytest.approx(4.0)
+
+
 def test_medsam_box_scale_is_1024_over_w_h():
     geometry = MedSAMGeometry()
     h, w = 300, 500
@@ -296,17 +318,45 @@ def test_mask_prompt_sits_where_the_image_does():
     np.testing.assert_allclose(_extent(prompt), _extent(bright), atol=1.5)
 
 
+def _reference_input(family: str, image: np.ndarray) -> np.ndarray:
+    """The model input as each official pipeline builds it, written out step by step here
+    (LiteMedSAM's inference script, MedSAM_Inference.py, segment-anything's SamPredictor)."""
+    from skimage import transform
+
+    h, w = image.shape[:2]
+    if family == "litemedsam":  # longest side 256 (INTER_AREA), min-max, pad bottom/right
+        scale = 256 / max(h, w)
+        nh, nw = int(h * scale + 0.5), int(w * scale + 0.5)
+        small = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA).astype(np.float64)
+        small = (small - small.min()) / np.clip(small.max() - small.min(), 1e-8, None)
+        out = np.zeros((256, 256, 3))
+        out[:nh, :nw] = small
+        return out
+    if family == "medsam":  # skimage order 3 to 1024 x 1024, truncated to uint8, min-max
+        big = transform.resize(image, (1024, 1024), order=3, preserve_range=True, anti_aliasing=True).astype(np.uint8)
+        return (big - big.min()) / np.clip(big.max() - big.min(), 1e-8, None)
+    # SAM: longest side 1024 with PIL bilinear on the uint8 image, mean/std, pad
+    scale = 1024 / max(h, w)
+    nh, nw = int(h * scale + 0.5), int(w * scale + 0.5)
+    big = np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.BILINEAR)).astype(np.float64)
+    out = np.zeros((1024, 1024, 3))
+    out[:nh, :nw] = (big - np.array(SAM_PIXEL_MEAN)) / np.array(SAM_PIXEL_STD)
+    return out
+
+
 @pytest.mark.parametrize("family", ["litemedsam", "medsam", "sam"])
-def test_resize_then_normalise_is_prepare_image(family):
-    """Caches keep the resized uint8 image; normalising it later must give the same input."""
+def test_prepare_image_and_the_cached_resize_give_the_reference_input(family):
+    """The model input equals the official pipeline's, written out independently; and caches,
+    which keep the resized uint8 image and normalise it later, get the same input."""
     rng = np.random.default_rng(3)
     image = rng.integers(10, 240, (97, 151, 3), dtype=np.uint8)
     geom = geometry_for(family)
-    resized, frame = geom.resize_image(image)
-    assert resized.dtype == np.uint8 and resized.shape[:2] == frame.resized_size
-    tensor, frame2 = geom.prepare_image(image)
-    assert frame2 == frame
-    assert torch.equal(geom.normalise(resized), tensor)
+    tensor, frame = geom.prepare_image(image)
+    reference = _reference_input(family, image)
+    np.testing.assert_allclose(tensor[0].permute(1, 2, 0).numpy(), reference, atol=1e-6)
+    resized, frame2 = geom.resize_image(image)
+    assert frame2 == frame and resized.dtype == np.uint8 and resized.shape[:2] == frame.resized_size
+    np.testing.assert_allclose(geom.normalise(resized)[0].permute(1, 2, 0).numpy(), reference, atol=1e-6)
 
 
 @pytest.mark.parametrize("family", ["litemedsam", "medsam", "sam"])
@@ -326,3 +376,67 @@ def test_resize_mask_stays_aligned_with_the_image_and_the_box(family):
     assert abs(xs.max() + 1 - box[2]) <= 1.5 and abs(ys.max() + 1 - box[3]) <= 1.5
     nh, nw = frame.resized_size
     assert not small[nh:].any() and not small[:, nw:].any()
+
+
+# --------------------------------------------------------------- propagation boxes (grown_box)
+def test_litemedsam_grown_box_grows_3_px_of_the_256_frame_on_a_non_square_slice():
+    """512 x 384 slice: ratio 256/512 = 0.5, resized 192 x 256. A mask covering whole 2 x 2 blocks
+    resizes (INTER_AREA) to exact 256-frame pixels, so the official box is known by hand."""
+    geo = LiteMedSAMGeometry()
+    frame = geo.frame((384, 512))
+    assert frame.resized_size == (192, 256)
+    mask = np.zeros((384, 512), bool)
+    mask[100:160, 200:300] = True  # rows 100..159 -> 50..79, cols 200..299 -> 100..149 at 256
+    box = geo.grown_box(mask, frame, 3)
+    # 256 frame: (100 - 3, 50 - 3, 149 + 3, 79 + 3) = (97, 47, 152, 82); original = / 0.5
+    assert box == (194.0, 94.0, 304.0, 164.0)  # 6 px on the low sides of a 512 px slice
+    np.testing.assert_array_equal(geo.boxes_to_model(np.array([box]), frame)[0].numpy(), [97, 47, 152, 82])
+    # clipped to the 256 x 256 model input (the padding included, as get_bbox256 clips to 256)
+    corner = np.zeros((384, 512), bool)
+    corner[300:384, 400:512] = True  # -> rows 150..191, cols 200..255
+    assert geo.grown_box(corner, frame, 3) == (394.0, 294.0, 512.0, 388.0)  # (197, 147, 256, 194) * 2
+    assert geo.grown_box(np.zeros((384, 512), bool), frame, 3) is None
+
+
+def test_litemedsam_grown_box_follows_the_reference_on_an_odd_ratio():
+    """622 x 500: ratio 256/622. The 256-frame box is the bounding box of the INTER_AREA-resized
+    mask grown by 3 and clipped to 0..256 (written out here with cv2 as the script does); mapping
+    it back to original pixels and forward again gives it exactly."""
+    import cv2
+
+    geo = LiteMedSAMGeometry()
+    frame = geo.frame((500, 622))
+    mask = np.zeros((500, 622), np.uint8)
+    mask[37:211, 3:400] = 1
+    small = np.zeros((256, 256), np.uint8)
+    nh, nw = frame.resized_size
+    small[:nh, :nw] = cv2.resize(mask, (nw, nh), interpolation=cv2.INTER_AREA)
+    ys, xs = np.nonzero(small)
+    expected = [max(xs.min() - 3, 0), max(ys.min() - 3, 0), min(xs.max() + 3, 256), min(ys.max() + 3, 256)]
+    box = geo.grown_box(mask, frame, 3)
+    np.testing.assert_array_equal(geo.boxes_to_model(np.array([box]), frame)[0].numpy(), expected)
+    assert expected[0] == 0  # x0 - 3 clipped at the frame's edge
+
+
+@pytest.mark.parametrize("shape", [(500, 622), (622, 500), (333, 777), (91, 100), (512, 512), (1000, 37)])
+def test_litemedsam_boxes_from_model_is_the_exact_inverse_of_the_truncation(shape):
+    geo = LiteMedSAMGeometry()
+    frame = geo.frame(shape)
+    model = np.arange(257, dtype=np.float64)
+    boxes = np.stack([model, model, model, model], axis=1)
+    back = geo.boxes_from_model(boxes, frame)
+    np.testing.assert_array_equal(geo.boxes_to_model(back, frame).numpy(), boxes)
+    ratio = 256 / max(shape)
+    np.testing.assert_allclose(back, boxes / ratio, rtol=1e-12)  # and no further than float rounding
+
+
+def test_medsam_grown_box_grows_in_the_1024_frame_per_axis():
+    """MedSAM squashes 512 wide x 256 high to 1024 x 1024: 3 model px are 1.5 px along x and
+    0.75 px along y of the slice."""
+    geo = MedSAMGeometry()
+    frame = geo.frame((256, 512))
+    mask = np.zeros((256, 512), bool)
+    mask[5:8, 10:21] = True
+    box = geo.grown_box(mask, frame, 3)
+    np.testing.assert_allclose(box, (10 - 1.5, 5 - 0.75, 20 + 1.5, 7 + 0.75))
+    np.testing.assert_allclose(geo.boxes_to_model(np.array([box]), frame)[0].numpy(), (17, 17, 43, 31))

@@ -74,7 +74,7 @@ def test_segment_takes_several_objects_labels_and_clicks(opened):
 
 
 @pytest.mark.parametrize("body, problem", [
-    ({"boxes": [[30, 20, 300, 80]]}, "disc.png: box 30,20,300,80 lies outside the 128x96 image"),
+    ({"boxes": [[130, 20, 300, 80]]}, "disc.png: box 130,20,300,80 lies outside the 128x96 image"),
     ({"boxes": [[90, 20, 30, 80]]}, "is inverted"),
     ({"boxes": []}, "no prompt given"),
     ({"boxes": [BOX], "labels": [1, 2]}, "2 labels for 1 objects"),

@@ -127,7 +127,7 @@ def test_one_off_segment_on_a_slice_and_volume_errors(volume):
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     for body, problem in (({"boxes": [BOX]}, "is a volume: give the 'slice'"),
                           ({"boxes": [BOX], "slice": 9}, "slice 9 is outside the volume's slices 0..4"),
-                          ({"boxes": [[16, 12, 56, 99]], "slice": 2}, "ball.nii.gz slice 2: box 16,12,56,99 lies outside")):
+                          ({"boxes": [[16, 70, 56, 99]], "slice": 2}, "ball.nii.gz slice 2: box 16,70,56,99 lies outside")):
         r = client.post(f"/api/images/{sid}/segment", json=body)
         assert r.status_code == 400 and problem in r.json()["detail"], r.json()
     r = client.patch(f"/api/images/{sid}/objects/1/range", json={"z_range": [0, 4]})

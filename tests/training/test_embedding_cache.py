@@ -165,3 +165,78 @@ def test_onnx_backend_gives_the_same_embeddings(tmp_path, encoder, samples, monk
     assert onnx_cache.folder != torch_cache.folder  # the backend is part of the key
     assert encoder.images == 1  # only the export's trace ran the torch encoder
     assert torch.allclose(onnx_cache.get(1), torch_cache.get(1), atol=1e-4)
+
+
+def _write_dataset(root, invert: bool = False) -> None:
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(exist_ok=True)
+    for i in range(3):
+        image, mask = synthetic_image(i, 70, 90)
+        if invert:
+            image = 255 - image
+        cv2.imwrite(str(root / "images" / f"im{i}.png"), image[:, :, ::-1])
+        cv2.imwrite(str(root / "masks" / f"im{i}.png"), mask * 255)
+
+
+def test_a_preprocess_cache_rebuilt_from_changed_images_gets_new_embeddings(tmp_path):
+    """The stale case: same file names, settings and masks, inverted pixels. The embeddings must
+    follow the pixels (per-sample checksums), and ``preprocess --overwrite`` drops the old ones."""
+    from medsamkit.cli.main import main
+    from medsamkit.data.cache import PreprocessedCache
+    from medsamkit.preprocessing.geometry import LiteMedSAMGeometry
+
+    geometry = LiteMedSAMGeometry()  # the cache's (256 px); a small conv stands in for the encoder
+    torch.manual_seed(0)
+    encoder = Counted(torch.nn.Conv2d(3, 4, 16, stride=16).eval())
+    ds, cache_dir = tmp_path / "ds", tmp_path / "cache"
+    _write_dataset(ds)
+    assert main(["-q", "preprocess", str(ds), "-o", str(cache_dir), "--split", "1"]) == 0
+    records = PreprocessedCache(cache_dir).manifest["samples"]
+    assert all(len(r["image_checksum"]) == 64 for r in records)
+    spec = EmbeddingCacheSpec(tmp_path / "emb", progress=False, dtype="float32")
+    first = embedding_cache(PreprocessedCache(cache_dir), encoder, geometry, spec)
+    old = first.get(0).clone()
+    (cache_dir / "embeddings").mkdir()  # where fit keeps them by default
+    (cache_dir / "embeddings" / "marker").write_text("old", encoding="utf-8")
+
+    _write_dataset(ds, invert=True)
+    assert main(["-q", "preprocess", str(ds), "-o", str(cache_dir), "--split", "1", "--overwrite"]) == 0
+    assert not (cache_dir / "embeddings").exists()
+    rebuilt = PreprocessedCache(cache_dir)
+    assert [r["image_checksum"] for r in rebuilt.manifest["samples"]] != [r["image_checksum"] for r in records]
+    encoder.images = 0
+    second = embedding_cache(rebuilt, encoder, geometry, spec)  # same root as the first
+    assert second.folder != first.folder and encoder.images == len(rebuilt)
+    h, w = rebuilt[0].valid_size
+    with torch.no_grad():
+        direct = encoder.encoder(geometry.normalise(rebuilt[0].image[:h, :w]))[0]
+    assert torch.allclose(second.get(0), direct, atol=1e-5) and not torch.allclose(second.get(0), old, atol=1e-3)
+
+
+def test_a_cache_without_checksums_hashes_its_images(tmp_path):
+    """Preprocess caches written before the checksums: the key still follows the pixels."""
+    from medsamkit.cli.main import main
+    from medsamkit.data.cache import PreprocessedCache
+
+    ds, cache_dir = tmp_path / "ds", tmp_path / "cache"
+    _write_dataset(ds)
+    assert main(["-q", "preprocess", str(ds), "-o", str(cache_dir), "--split", "1"]) == 0
+    with_sums = index_source(PreprocessedCache(cache_dir))
+    manifest_path = cache_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    for record in manifest["samples"]:
+        del record["image_checksum"]
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    without = index_source(PreprocessedCache(cache_dir))
+    assert without.fingerprint == with_sums.fingerprint  # the same pixels, hashed on the fly
+
+
+def test_openvino_backend_gives_the_same_embeddings(tmp_path, encoder, samples, monkeypatch):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnx")
+    monkeypatch.setenv("MEDSAMKIT_CACHE", str(tmp_path / "zoo"))
+    torch_cache = embedding_cache(samples[:2], encoder, TinyGeometry(), _spec(tmp_path, dtype="float32"))
+    ov_cache = embedding_cache(samples[:2], encoder, TinyGeometry(), _spec(tmp_path, dtype="float32",
+                                                                           backend="openvino"))
+    assert ov_cache.folder != torch_cache.folder
+    assert torch.allclose(ov_cache.get(1), torch_cache.get(1), atol=1e-4)

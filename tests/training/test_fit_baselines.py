@@ -35,6 +35,16 @@ def test_baselines_train_and_export(tmp_path, data, name):
     assert len(losses) == 5 and losses[-1] < losses[0]
     loaded, meta = load_baseline(result.export_path)
     assert meta["model"] == name and meta["width"] == 4 and meta["automatic"] == (name == "unet")
+    # the export holds the best checkpoint's weights (compared with that file, not with the
+    # object the weights were trained in)
+    best = torch.load(result.best_checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    exported = loaded.state_dict()
+    assert {k.removeprefix("net.net.") for k in best} == set(exported)
+    for key, value in best.items():
+        assert torch.equal(exported[key.removeprefix("net.net.")], value), key
+    # and the reloaded network predicts what the best checkpoint's weights predict
+    reference = build_baseline(name, width=4)
+    reference.load_state_dict({k.removeprefix("net.net."): v for k, v in best.items()})
     batch = batch_of(data.val)
     with torch.no_grad():
-        assert torch.allclose(BaselineNet(loaded)(batch)[0], BaselineNet(network.eval())(batch)[0], atol=1e-5)
+        assert torch.allclose(BaselineNet(loaded.eval())(batch)[0], BaselineNet(reference.eval())(batch)[0], atol=1e-5)

@@ -15,7 +15,7 @@ from medsamkit.errors import InputError
 from medsamkit.inference.predictor import Predictor
 from medsamkit.models.loader import load_model
 from medsamkit.preprocessing.geometry import geometry_for
-from medsamkit.training.automatic import predict_automatic
+from medsamkit.inference.automatic import predict_automatic
 from medsamkit.training.datamodule import DataSources
 from medsamkit.training.export import is_automatic, load_baseline, metadata_path, read_export_metadata
 from medsamkit.training.fit import fit

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..choices import BACKENDS, DEFAULT_BACKEND, DEFAULT_MODEL, DEVICES, MODALITIES, MODEL_NAMES
+from ..choices import BACKENDS, DEFAULT_BACKEND, DEFAULT_MODEL, DEVICES, MODALITIES, MODEL_NAMES, PRECISIONS
 from ..errors import InputError, MedsamkitError
 
 if TYPE_CHECKING:
@@ -34,8 +34,12 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="auto picks cuda, then mps, then cpu")
     g.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch")
     g.add_argument("--backend", choices=list(BACKENDS), default=DEFAULT_BACKEND,
-                   help="image encoder runtime on CPU: torch, or onnx (ONNX Runtime, ~3x faster, same masks; "
-                        "needs onnxruntime and onnx; exported once and cached)")
+                   help="image encoder runtime: auto (default: on the CPU the fastest installed engine that keeps "
+                        "the masks, OpenVINO > ONNX Runtime > torch; torch on a GPU), torch, onnx, openvino. "
+                        "Engines come with pip install -e '.[engines]'; exported and compiled once, cached")
+    g.add_argument("--precision", choices=[p for p in PRECISIONS if p != "int8"], default=None,
+                   help="image encoder precision: fp32, or bf16 (openvino on a CPU with BF16, or torch autocast); "
+                        "default: the backend's fastest that keeps the masks")
 
 
 def add_intensity_options(p: argparse.ArgumentParser) -> None:
@@ -87,9 +91,9 @@ def make_2d_predictor(args: argparse.Namespace) -> Predictor | BaselinePredictor
 
     if not is_baseline_checkpoint(args.checkpoint):
         return make_predictor(args)[0]
-    if getattr(args, "backend", "torch") != "torch":
-        raise MedsamkitError(f"--backend {args.backend} is for the SAM-family image encoder; "
-                             f"{args.checkpoint} is a baseline: drop --backend")
+    if getattr(args, "backend", "auto") not in ("auto", "torch") or getattr(args, "precision", None):
+        raise MedsamkitError(f"--backend/--precision are for the SAM-family image encoder; "
+                             f"{args.checkpoint} is a baseline: drop them")
     _set_threads(args)
     predictor = load_baseline_predictor(args.checkpoint, resolve_device(args.device))
     log.info("baseline %s on %s (%d threads); weights %s", predictor.name, predictor.device,
@@ -101,20 +105,12 @@ def make_predictor(args: argparse.Namespace) -> tuple[Predictor, LoadedModel]:
     import torch
 
     from ..inference.factory import make_predictor as build_predictor
-    from ..inference.onnx_encoder import OnnxEncoder
     from ..models.loader import load_model
-    from ..models.zoo import cache_dir
 
     _set_threads(args)
     loaded = load_model(args.model, args.checkpoint, device=args.device)
     log.info("model %s on %s (%d threads); weights %s", loaded.spec.name, loaded.device,
              torch.get_num_threads(), loaded.weights_path)
-    encoder = None
-    if getattr(args, "backend", "torch") == "onnx":
-        if loaded.device.type != "cpu":
-            raise MedsamkitError(f"--backend onnx runs on the CPU; drop it or use --device cpu (device is {loaded.device})")
-        if loaded.spec.family == "sam2":
-            raise MedsamkitError(f"--backend onnx is not available for {loaded.spec.name} yet; drop it (torch)")
-        encoder = OnnxEncoder(loaded.model.image_encoder, loaded.model.image_size, cache_dir() / "onnx",
-                              loaded.spec.architecture, args.threads)
-    return build_predictor(loaded, encoder), loaded
+    predictor = build_predictor(loaded, backend=getattr(args, "backend", DEFAULT_BACKEND),
+                                precision=getattr(args, "precision", None), threads=args.threads)
+    return predictor, loaded

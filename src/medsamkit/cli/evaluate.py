@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate", help=HELP,
         description=HELP + ". Files are paired by case name (the name without .png/.nii.gz/...). "
-        "A case without a prediction counts as a failure (scored as an empty mask). Writes "
+        "A case without a prediction counts as a failure (scored as an empty mask) unless --only-predicted. Writes "
         f"{CSV_NAME}, {SUMMARY_NAME} and {MARKDOWN_NAME} into the report folder. NSD and HD95 use "
         "the voxel spacing of the files (mm for volumes; 2D images: 1 per pixel unless DICOM or "
         "--spacing says otherwise) and follow the DeepMind surface-distance definitions.")
@@ -41,6 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spacing", metavar="S0,S1[,S2]", help="voxel size per array axis, overriding the files'")
     p.add_argument("--images", metavar="DIR",
                    help="the images the masks belong to: only recorded in the report, for compare's overlays")
+    p.add_argument("--only-predicted", action="store_true",
+                   help="score only the cases that have a prediction (default: a missing prediction counts as a "
+                        "failure, scored as an empty mask)")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1)")
     p.set_defaults(run=run)
 
@@ -99,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise InputError(out, "is a file; the report needs a folder")
     case_ids = case_ids_from(args.cases) if args.cases else None
-    evaluation = evaluate_folders(args.pred, args.gt, options, case_ids, workers=args.workers)
+    evaluation = evaluate_folders(args.pred, args.gt, options, case_ids, workers=args.workers,
+                                  only_predicted=args.only_predicted)
     summary = write_report(evaluation, out, args.pred, args.gt, args.images)
     print(markdown_table(summary), end="")
     print(f"report in {out} ({CSV_NAME}, {SUMMARY_NAME}, {MARKDOWN_NAME})")

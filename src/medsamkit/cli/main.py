@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import io
 import logging
+import re
 import sys
 
 from .. import __version__
@@ -59,10 +60,44 @@ def _tolerant_streams() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
+#: a value that starts with a minus sign and holds a comma: a coordinate list, never an option
+_NEGATIVE_LIST = re.compile(r"^-\d*\.?\d+(e-?\d+)?,")
+
+
+def _value_options(parser: argparse.ArgumentParser) -> set[str]:
+    """Every option string (of the parser and its verbs) that takes a value."""
+    names: set[str] = set()
+    for action in parser._actions:  # argparse keeps no public list of them
+        if action.option_strings and action.nargs != 0:
+            names.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                names |= _value_options(sub)
+    return names
+
+
+def join_negative_values(argv: list[str], value_options: set[str]) -> list[str]:
+    """``--box -3,6,429,337`` -> ``--box=-3,6,429,337``.
+
+    argparse reads a separate value starting with "-" as an option unless it is a single
+    negative number, so boxes, clicks and windows with a negative first coordinate (as read off
+    a viewer; boxes are then clipped to the image) would be refused. A comma-separated list after
+    an option that takes a value is that option's value, so it is joined to it.
+    """
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1] in value_options and _NEGATIVE_LIST.match(token):
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     _tolerant_streams()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(join_negative_values(argv, _value_options(parser)))
     if args.verb is None:
         parser.print_help()
         return 2

@@ -41,7 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="label id of each object (--box, or the point-only object first), in order (default 1..N)")
     p.add_argument("--boxes-file", metavar="FILE", help="JSON or CSV list of boxes (columns image,x0,y0,x1,y1[,label]); "
                    "JSON entries may carry clicks: {\"box\": [...], \"points\": [[x, y, 1], [x, y, 0]]}")
-    p.add_argument("-o", "--output", required=True, metavar="MASK", help="output mask PNG (a folder for folder input)")
+    p.add_argument("-o", "--output", required=True, metavar="MASK", help="output mask: .png (or .tif/.bmp; lossy JPEG "
+                   "is refused), a folder for folder input")
     p.add_argument("--overlay", metavar="PNG", help="also write the image with masks and boxes drawn (a folder for folder input)")
     p.add_argument("--overwrite", action="store_true", help="folder mode: redo images whose mask exists")
     add_model_options(p)
@@ -116,13 +117,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_file_outputs(args: argparse.Namespace, source: Path) -> None:
     """A single image's mask and overlay: neither over the input, nor over each other."""
-    from ..io.writers import check_not_input
+    from ..io.writers import check_not_input, image_format
 
-    for out in (args.output, args.overlay):
+    for out, kind in ((args.output, "mask"), (args.overlay, "picture")):
         if out is not None:
             if Path(out).is_dir():
                 raise InputError(out, "is a folder; a single image needs an output file path")
             check_not_input(out, [source, args.boxes_file, args.checkpoint])
+            image_format(out, kind)  # the format its name says; masks lossless
     if args.overlay is not None and Path(args.overlay).resolve() == Path(args.output).resolve():
         raise InputError(args.overlay, "the overlay would replace the mask: give the overlay another path")
 
@@ -146,7 +148,7 @@ def _automatic_checkpoint(args: argparse.Namespace) -> bool:
 
 def _run_automatic(args: argparse.Namespace, source: Path) -> int:
     """No box and an automatic-mode checkpoint: segment each image's single target with no prompt."""
-    from ..training.automatic import AutomaticSegmenter, automatic_prompts
+    from ..inference.automatic import AutomaticSegmenter, automatic_prompts
 
     plan = None
     if source.is_dir():

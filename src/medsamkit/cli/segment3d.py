@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..choices import OVERLAP_RULES
+from ..choices import DEFAULT_OVERLAP, OVERLAP_RULES
 from ..errors import InputError
 from ..inference.clicks import parse_point
 from ..inference.prompts import read_boxes_file
@@ -46,13 +46,17 @@ def add_volume_options(p: argparse.ArgumentParser) -> None:
                         "z range = the label's extent); the output keeps the label ids")
     g.add_argument("--labels", metavar="ID,ID,...", help="with --boxes-from-labels: only these label ids")
     g.add_argument("--grow", type=int, default=3, metavar="PX",
-                   help="next slice's box = previous mask's box grown by PX pixels (default 3)")
+                   help="next slice's box = previous mask's bounding box grown by PX pixels of the model's input "
+                        "frame, clipped to it (LiteMedSAM: its 256 px frame, as the official 3D script; 3 px there "
+                        "are about 6 px of a 512 px slice; MedSAM/SAM: 1024 px) (default 3)")
     g.add_argument("--stop-when-empty", action="store_true",
                    help="stop an object's propagation at its first empty slice (default: go on to the "
                         "end of its z range with the key box, as LiteMedSAM does)")
-    g.add_argument("--overlap", choices=list(OVERLAP_RULES), default="logit",
-                   help="a voxel two objects claim goes to the highest logit (default), to the object with the "
-                        "smaller mask on that slice (nested structures), or to the object given last (LiteMedSAM's script)")
+    g.add_argument("--overlap", choices=list(OVERLAP_RULES), default=DEFAULT_OVERLAP,
+                   help="a voxel two objects claim goes to the object given last (default, as the official "
+                        "LiteMedSAM script: give an inner object after the one around it), to the highest logit, "
+                        "or to the object with the smaller mask on that slice; chosen by measurement on ACDC "
+                        "cardiac MR (docs/benchmarks.md: LV Dice 0.97 last, 0.38 logit)")
     g.add_argument("--keep-largest", action=argparse.BooleanOptionalAction, default=None,
                    help="keep each label's largest 3D connected component (default: on for SAM2-family "
                         "models, as MedSAM2 does; off for LiteMedSAM/MedSAM/SAM)")
@@ -206,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
     from ..inference.baseline import is_baseline_checkpoint
     from ..inference.propagate import PropagationConfig
     from ..inference.volume3d import Cleanup, VolumeOptions, is_dicom_ct, segment_volume
+    from ..io.image2d import check_pixel_values
     from ..io.volume import read_volume, write_volume
 
     source = Path(args.input)
@@ -219,6 +224,7 @@ def run(args: argparse.Namespace) -> int:
     if series is not None and series.isdigit():
         series = int(series)
     array, geometry = read_volume(source, series=series)
+    check_pixel_values(array, source, noun="volume", unit="voxel")  # before the model loads
     prompts = _prompts(args, source, array.shape, geometry)
 
     modality = args.modality

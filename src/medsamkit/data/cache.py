@@ -22,12 +22,15 @@ Samples follow the :class:`~medsamkit.data.samples.Sample` contract: ``image`` i
 original resolution (``box_from_mask``, inclusive pixels, after label cleanup) mapped by
 ``ModelGeometry.boxes_to_model`` -- exactly what a user's box in original pixels becomes at
 inference, so training and inference prompts agree. The original box is kept as
-``box_original``.
+``box_original``. Each sample record carries ``image_checksum``, the SHA-256 of its stored
+model-input image (``case.json`` lists them per stored slice as ``image_checksums``): image
+embeddings are keyed on it, so they follow the pixels.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -56,9 +59,18 @@ CASES = "cases"
 CASE_RECORD = "case.json"
 IMAGES = "images.npy"
 MASKS = "masks.npy"
+EMBEDDINGS = "embeddings"  # medsamkit fit's default place for the image embeddings of the samples
 
 
 # ----------------------------------------------------------------------------- files
+def image_checksum(image: np.ndarray) -> str:
+    """SHA-256 of a stored (S, S, 3) uint8 model-input image (with its shape): the key of its
+    image embedding, so embeddings follow the pixels, not the file names."""
+    h = hashlib.sha256(repr(tuple(image.shape)).encode())
+    h.update(np.ascontiguousarray(image, dtype=np.uint8).tobytes())
+    return h.hexdigest()
+
+
 def case_dir_name(case_id: str) -> str:
     """A flat, safe folder name for a case id (``CT/a b`` -> ``CT%2Fa%20b``; never hidden)."""
     name = quote(case_id, safe="-_+=")

@@ -208,6 +208,7 @@ def _write_case(job: CaseJob, arrays: CaseArrays, image8: np.ndarray,
     exporter = MedsamNpyExport(job.export_dir) if job.export_dir is not None else None
     samples: list[dict[str, Any]] = []
     masks: list[np.ndarray] = []
+    checksums: list[str] = []
     dropped = 0
     with fmt.shard_output(job.cache_root, case_id) as tmp:
         images = np.lib.format.open_memmap(tmp / fmt.IMAGES, mode="w+", dtype=np.uint8,
@@ -217,6 +218,7 @@ def _write_case(job: CaseJob, arrays: CaseArrays, image8: np.ndarray,
             resized, frame = geometry.resize_image(rgb)
             h, w = frame.resized_size
             images[index, :h, :w] = resized  # the rest stays 0 (padding)
+            checksums.append(fmt.image_checksum(images[index]))
             if label is not None and label[z].any():
                 slice_index = z if arrays.is_3d else None
                 records, lost = _slice_samples(geometry, frame, label[z], (slice_index, index),
@@ -227,6 +229,8 @@ def _write_case(job: CaseJob, arrays: CaseArrays, image8: np.ndarray,
                     exporter.write(case_id, slice_index, rgb, label[z])
         images.flush()
         del images
+        for sample in samples:  # what the image embeddings depend on: the model input's pixels
+            sample["image_checksum"] = checksums[sample["image_index"]]
         stack = np.stack(masks) if masks else np.zeros((0, size, size), np.uint8)
         with open(tmp / fmt.MASKS, "wb") as f:
             np.save(f, stack, allow_pickle=False)
@@ -239,7 +243,7 @@ def _write_case(job: CaseJob, arrays: CaseArrays, image8: np.ndarray,
             "slices": [z if arrays.is_3d else None for z in stored],
             "labelled_slices": len(labelled), "dropped_after_resize": dropped,
             "medsam_npy_export": None if job.export_dir is None else str(job.export_dir),
-            "samples": samples,
+            "image_checksums": checksums, "samples": samples,
         }
         fmt.write_json(tmp / fmt.CASE_RECORD, record)
     message = ""

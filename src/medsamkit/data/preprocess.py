@@ -145,7 +145,8 @@ def _prepare_cache(cache: Path, record: dict[str, Any], overwrite: bool) -> None
         raise InputError(cache, "is a folder that is not a preprocess cache and is not empty; "
                                 "give a new or empty folder")
     if overwrite and ours:
-        for name in (fmt.CASES, fmt.MANIFEST, fmt.SPLITS, fmt.SETTINGS):
+        # the image embeddings of the old samples go too (fit's default place for them)
+        for name in (fmt.CASES, fmt.MANIFEST, fmt.SPLITS, fmt.SETTINGS, fmt.EMBEDDINGS):
             path = cache / name
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     elif settings_path.is_file():

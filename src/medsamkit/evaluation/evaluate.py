@@ -162,8 +162,11 @@ def _outcomes(pairs: Sequence[CasePair], options: EvalOptions, workers: int) -> 
 
 def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike,
                      options: EvalOptions | None = None, case_ids: Iterable[str] | None = None,
-                     workers: int = 1, progress: bool = True) -> Evaluation:
+                     workers: int = 1, progress: bool = True, only_predicted: bool = False) -> Evaluation:
     """Score every case of ``gt_dir`` against ``pred_dir`` (see the module docstring).
+
+    ``only_predicted`` scores only the cases that have a prediction (missing ones are left out
+    instead of counting as failures); without it a warning says so when most cases are missing.
 
     ``workers`` > 1 scores cases in a process pool. The first unusable file stops the run with
     an :class:`InputError` naming it. Labels not scored in a case (absent from both of its
@@ -179,7 +182,18 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike,
         logger.warning("%d prediction(s) have no ground truth and are ignored: %s%s", len(unmatched),
                        ", ".join(unmatched[:5]), " ..." if len(unmatched) > 5 else "")
     missing = [p.case_id for p in pairs if p.pred is None]
-    if missing:
+    if only_predicted:
+        pairs = [p for p in pairs if p.pred is not None]
+        if not pairs:
+            raise InputError(pred_dir, "no prediction matches a ground-truth case: nothing to score")
+        if missing:
+            logger.warning("scoring the %d predicted case(s) only; %d case(s) without a prediction are left out",
+                           len(pairs), len(missing))
+    elif len(missing) * 2 > len(pairs):
+        logger.warning("%d of %d cases (most) have no prediction and count as failures (DSC 0): %s%s. "
+                       "If the predictions cover a subset on purpose, use --only-predicted (or --cases)",
+                       len(missing), len(pairs), ", ".join(missing[:5]), " ..." if len(missing) > 5 else "")
+    elif missing:
         logger.warning("%d case(s) have no prediction and count as failures: %s%s", len(missing),
                        ", ".join(missing[:5]), " ..." if len(missing) > 5 else "")
     outcomes: list[CaseOutcome] = []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..errors import MedsamkitError
+from ..errors import InputError, MedsamkitError
 from ..io.image2d import SUPPORTED_2D_SUFFIXES
 from .prompts import BoxPrompt, prompts_for_image
 from .segment2d import Segmenter2D
@@ -54,10 +54,18 @@ class FolderPlan:
 
 
 def plan_folder(folder: str | Path, prompts: list[BoxPrompt], out_dir: str | Path, overwrite: bool = False) -> FolderPlan:
-    """Pair each image of ``folder`` with its prompts; leave out those whose mask exists."""
+    """Pair each image of ``folder`` with its prompts; leave out those whose mask exists.
+
+    Raises InputError when the folder holds no image, or no image has a prompt: a run that
+    would do nothing is a mistake (a wrong folder or boxes file), not a success.
+    """
     folder, out_dir = Path(folder), Path(out_dir)
     plan = FolderPlan(unmatched={p.image for p in prompts if p.image is not None})
-    for path in list_images(folder):
+    images = list_images(folder)
+    if not images:
+        raise InputError(folder, "holds no 2D image to segment (looked for "
+                                 f"{', '.join(sorted(SUPPORTED_2D_SUFFIXES))} files directly inside it)")
+    for path in images:
         mine = prompts_for_image(prompts, path)
         for p in mine:
             plan.unmatched.discard(p.image)
@@ -67,6 +75,9 @@ def plan_folder(folder: str | Path, prompts: list[BoxPrompt], out_dir: str | Pat
             plan.skipped.append(str(path))
         else:
             plan.todo.append((path, mine))
+    if not plan.todo and not plan.skipped:
+        raise InputError(folder, f"none of its {len(images)} images has a box: the boxes file must name them "
+                                 f"(e.g. {images[0].name})")
     return plan
 
 

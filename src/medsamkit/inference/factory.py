@@ -1,28 +1,46 @@
-"""The one place that picks the predictor for a loaded model by its family."""
+"""The one place that makes predictors: picks the predictor for a loaded model by its family and
+the engine its image encoder runs on (:mod:`medsamkit.inference.engines`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 
 from ..models.loader import LoadedModel
 from ..preprocessing.geometry import geometry_for
 
+log = logging.getLogger(__name__)
 
-def make_predictor(loaded: LoadedModel, encoder: Callable[[torch.Tensor], object] | None = None):
+
+def make_predictor(loaded: LoadedModel, encoder: Callable[[torch.Tensor], object] | None = None, *,
+                   backend: str = "torch", precision: str | None = None, threads: int | None = None,
+                   calibration: Sequence[np.ndarray] = ()):
     """A :class:`~medsamkit.inference.predictor.Predictor` for the SAM family (SAM, MedSAM,
     LiteMedSAM) or a :class:`~medsamkit.inference.sam2_predictor.SAM2Predictor` for SAM2,
     SAM2.1 and MedSAM2; both have the same ``embed``/``set_image``/``predict`` contract.
 
     ``encoder`` replaces the model's image encoder (an inference engine); for SAM2 it returns
-    the three feature maps of :meth:`medsamkit.models.sam2.base.SAM2Base.encode`.
+    the three feature maps of :meth:`medsamkit.models.sam2.base.SAM2Base.encode`. Without it,
+    ``backend`` (``auto``, ``torch``, ``onnx``, ``openvino``) and ``precision`` choose an engine;
+    the predictor's ``engine`` attribute says which one runs.
     """
+    from .engines import EngineChoice, build_first, choose_engines
     from .predictor import Predictor  # looked up at call time (tests substitute it)
 
+    choice = EngineChoice("custom" if encoder is not None else "torch", "fp32")
+    if encoder is None and (backend != "torch" or precision not in (None, "fp32")):
+        choice, encoder = build_first(choose_engines(backend, precision, loaded), loaded, threads,
+                                      calibration=calibration)
+    log.info("image encoder engine: %s", choice)
     geometry = geometry_for(loaded.spec.preprocessing)
     if loaded.spec.family == "sam2":
         from .sam2_predictor import SAM2Predictor
 
-        return SAM2Predictor(loaded.model, geometry, encoder)  # type: ignore[arg-type]
-    return Predictor(loaded.model, geometry, encoder)  # type: ignore[arg-type]
+        predictor = SAM2Predictor(loaded.model, geometry, encoder)  # type: ignore[arg-type]
+    else:
+        predictor = Predictor(loaded.model, geometry, encoder)  # type: ignore[arg-type]
+    predictor.engine = choice
+    return predictor

@@ -2,8 +2,9 @@
 LiteMedSAM embedding), about 3x faster than eager PyTorch on a CPU.
 
 The encoder is exported once per weights file and cached under
-``<cache dir>/onnx/<arch>-<weights sha256 prefix>.onnx``; later runs load the cached file.
-onnxruntime is optional (``pip install onnxruntime onnx``); without it the torch path is used.
+``<cache dir>/onnx/<arch>-<weights sha256 prefix>.onnx``; later runs load the cached file (the
+OpenVINO engine compiles the same file). onnxruntime and onnx come with the ``engines`` extra
+(``pip install -e ".[engines]"``); without them the torch path is used.
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ def onnx_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
 
 
+def onnx_export_available() -> bool:
+    """True when the onnx package (needed by torch.onnx.export) is installed."""
+    return importlib.util.find_spec("onnx") is not None
+
+
 def _weights_key(encoder: nn.Module) -> str:
     """A short digest of the encoder's weights, so a fine-tuned model never reuses a stale export."""
     digest = hashlib.sha256()
@@ -38,18 +44,26 @@ def _weights_key(encoder: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def exported_encoder(encoder: nn.Module, input_size: int, cache: Path, arch: str) -> Path:
+    """The ONNX file of ``encoder`` under ``cache``: exported on the first call (atomically), then
+    reused by every later process with the same weights."""
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"{arch}-{_weights_key(encoder)}.onnx"
+    if not path.exists():
+        OnnxEncoder._export(encoder, input_size, path)
+    return path
+
+
 class OnnxEncoder:
     """Callable (1, 3, S, S) tensor -> (1, 256, 64, 64) tensor backed by an ONNX Runtime session."""
 
     def __init__(self, encoder: nn.Module, input_size: int, cache: Path, arch: str, threads: int | None = None) -> None:
         if not onnx_available():
-            raise MedsamkitError("the onnx backend needs onnxruntime and onnx: pip install onnxruntime onnx")
+            raise MedsamkitError("the onnx backend needs onnxruntime and onnx: pip install onnxruntime onnx "
+                                 "(or the engines extra: pip install -e \".[engines]\")")
         import onnxruntime as ort
 
-        cache.mkdir(parents=True, exist_ok=True)
-        path = cache / f"{arch}-{_weights_key(encoder)}.onnx"
-        if not path.exists():
-            self._export(encoder, input_size, path)
+        path = exported_encoder(encoder, input_size, cache, arch)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -7,6 +7,7 @@ all its prompts in one batched decoder call.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from ..errors import InputError
 from ..models.sam import Sam
 from ..preprocessing.geometry import Frame, ModelGeometry
 
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ImageEmbedding:
@@ -43,21 +45,33 @@ class Prediction:
 
 
 def validate_boxes(boxes: np.ndarray, image_size: tuple[int, int], source: str | None = None) -> np.ndarray:
-    """Check (N, 4) pixel boxes x0, y0, x1, y1 against an (H, W) image; returns float64 boxes."""
+    """Check (N, 4) pixel boxes x0, y0, x1, y1 against an (H, W) image; returns float64 boxes.
+
+    A box that reaches past the image (as read off a viewer, or with a negative corner) is
+    clipped to it with a warning; only a box with no overlap with the image is refused.
+    """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) if np.size(boxes) else np.zeros((0, 4))
     h, w = image_size
-    for box in boxes:
+    out = boxes.copy()
+    for i, box in enumerate(boxes):
         x0, y0, x1, y1 = box
         text = ",".join(f"{v:g}" for v in box)
+        which = f"box {text}" if len(boxes) == 1 else f"box {i + 1} ({text})"
         if not np.all(np.isfinite(box)):
-            raise InputError(source, f"box {text} has a non-finite coordinate")
+            raise InputError(source, f"{which} has a non-finite coordinate")
         if x1 < x0 or y1 < y0:
-            raise InputError(source, f"box {text} is inverted (need x0 <= x1 and y0 <= y1)")
+            raise InputError(source, f"{which} is inverted (need x0 <= x1 and y0 <= y1)")
         if x1 == x0 or y1 == y0:
-            raise InputError(source, f"box {text} has zero area")
-        if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
-            raise InputError(source, f"box {text} lies outside the {w}x{h} image (x 0..{w}, y 0..{h})")
-    return boxes
+            raise InputError(source, f"{which} has zero area")
+        clipped = np.array([max(x0, 0.0), max(y0, 0.0), min(x1, float(w)), min(y1, float(h))])
+        if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+            raise InputError(source, f"{which} lies outside the {w}x{h} image (x 0..{w}, y 0..{h}): "
+                                     "it does not overlap the image")
+        if not np.array_equal(clipped, box):
+            log.warning("%s%s reaches past the %dx%d image; clipped to %s", f"{source}: " if source else "",
+                        which, w, h, ",".join(f"{v:g}" for v in clipped))
+            out[i] = clipped
+    return out
 
 
 def check_rgb_image(image: np.ndarray) -> None:

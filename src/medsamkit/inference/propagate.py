@@ -3,8 +3,9 @@
 LiteMedSAM's 3D strategy (../shared/docs/design.md, "3D inference strategies"): segment the key
 slice with the object's 2D box, then walk up to ``z1`` and down to ``z0``; on each next slice the
 box is the bounding box of the previous slice's mask grown by 3 px; an empty previous mask falls
-back to the key box. Unlike the reference script, which re-encodes every slice for every object,
-:class:`BoxPropagator` encodes each slice **once** and decodes all objects present on it in one
+back to the key box. The growth is in the model's 256 px frame, after resizing the mask as the
+image is (:meth:`~medsamkit.preprocessing.geometry.ModelGeometry.grown_box`). Unlike the
+reference script, which re-encodes every slice for every object, :class:`BoxPropagator` encodes each slice **once** and decodes all objects present on it in one
 batched call, while streaming through the volume:
 
 1. an upward sweep visits, in increasing z, every slice from an object's key slice to its ``z1``;
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 
 from ..preprocessing.intensity import to_rgb_uint8
-from ..preprocessing.labels import box_from_mask
+from ..preprocessing.geometry import Frame
 from .predictor import ImageEmbedding, Predictor
 from .prompts3d import VolumePrompt
 
@@ -75,7 +76,8 @@ class PropagationConfig:
 
     Attributes:
         grow_px: the next slice's box is the previous mask's bounding box grown by this many
-            pixels on every side (original pixels; LiteMedSAM grows by 3 in its 256 px frame).
+            pixels on every side, in the model-input frame (LiteMedSAM: 3 px of its 256 px
+            frame, as the reference script; about 6 px of a 512 px slice), clipped to that frame.
         stop_when_empty: stop an object's walk in one direction at the first slice where its
             mask is empty (default: go on to the end of the z range, re-using the key box, as the
             reference does).
@@ -279,18 +281,19 @@ class BoxPropagator:
         state.encoder_calls += 1
         return self.predictor.embed(state.slices.rgb(z))
 
-    def next_box(self, obj: ObjectState) -> np.ndarray:
-        """The box for the object's next slice: the last mask's bounds grown by ``grow_px``,
-        or the key box on the key slice and after an empty mask."""
+    def next_box(self, obj: ObjectState, frame: Frame) -> np.ndarray:
+        """The box for the object's next slice: the last mask's bounds in the model-input frame
+        grown by ``grow_px`` model pixels (:meth:`ModelGeometry.grown_box`), or the key box on
+        the key slice and after an empty mask."""
         if obj.last_mask is not None:
-            bounds = box_from_mask(obj.last_mask, min_component=0, margin=self.config.grow_px)
+            bounds = self.predictor.geometry.grown_box(obj.last_mask, frame, self.config.grow_px)
             if bounds is not None:
                 return np.asarray(bounds, dtype=np.float64)
         return np.asarray(obj.key_box, dtype=np.float64)
 
     def _decode(self, state: PropagationState, z: int, active: list[ObjectState],
                 embedding: ImageEmbedding, final: bool) -> SliceResult:
-        boxes = np.stack([self.next_box(o) for o in active])
+        boxes = np.stack([self.next_box(o, embedding.frame) for o in active])
         self.predictor.set_embedding(embedding)
         prediction = self.predictor.predict(boxes=boxes)
         state.decoder_calls += 1

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..evaluation.overlay import draw_overlay
+from ..evaluation.overlay import overlay_picture
 from ..io.image2d import Image2D, read_image_2d
-from ..io.writers import check_not_input, write_png
+from ..io.writers import check_not_input, image_format, write_image
 from ..preprocessing.intensity import select_scheme, to_rgb_uint8
 from .predictor import Prediction, Predictor, validate_boxes
 from .prompts import BoxPrompt
@@ -124,9 +124,10 @@ class Segmenter2D:
         clicks, their own labels).
         """
         image_path = Path(image_path)
-        for out in (output, overlay):
+        for out, kind in ((output, "mask"), (overlay, "picture")):
             if out is not None:
                 check_not_input(out, [image_path])
+                image_format(out, kind)  # before any work: the named format, lossless for masks
         if overlay is not None and Path(overlay).resolve() == Path(output).resolve():
             raise InputError(overlay, "the overlay would replace the mask: give the overlay another path")
         image = read_image_2d(image_path)
@@ -142,10 +143,10 @@ class Segmenter2D:
             ids = output_labels(len(boxes), labels)
             drawn = list(zip(np.asarray(boxes).reshape(-1, 4), ids))
             clicks = []
-        write_png(output, label_map)
+        write_image(output, label_map, "mask")
         if overlay is not None:
-            write_png(overlay, draw_overlay(rgb, label_map, [b for b, _ in drawn], [lab for _, lab in drawn],
-                                            clicks=clicks))
+            picture = overlay_picture(rgb, label_map, [b for b, _ in drawn], [lab for _, lab in drawn], clicks=clicks)
+            write_image(overlay, picture, "picture")
         return label_map
 
 

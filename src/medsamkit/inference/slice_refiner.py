@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..preprocessing.labels import box_from_mask
 from .clicks import Click
 from .predictor import ImageEmbedding, Predictor
 from .propagate import PropagationConfig, SliceSource
@@ -189,10 +188,11 @@ class SliceRefiner:
 
     def next_box(self, previous: MaskResult | None, obj: VolumeObject, embedding: ImageEmbedding
                  ) -> tuple[float, float, float, float] | None:
-        """The box for the next slice: the previous mask's bounds grown by ``grow_px``; after an
+        """The box for the next slice: the previous mask's bounds grown by ``grow_px`` model-input
+        pixels (:meth:`~medsamkit.preprocessing.geometry.ModelGeometry.grown_box`); after an
         empty mask the key box (None for a point-only object: its walk ends)."""
         if previous is not None:
-            bounds = box_from_mask(previous.mask, min_component=0, margin=self.propagation.grow_px)
+            bounds = self.predictor.geometry.grown_box(previous.mask, embedding.frame, self.propagation.grow_px)
             if bounds is not None:
                 return tuple(float(v) for v in bounds)  # type: ignore[return-value]
         return obj.box

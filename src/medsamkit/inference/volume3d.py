@@ -25,6 +25,7 @@ from tqdm import tqdm
 from .. import choices
 from ..errors import InputError
 from ..io.geometry import Geometry
+from ..io.image2d import check_pixel_values
 from ..io.volume import read_volume
 from ..preprocessing.intensity import Scheme, select_scheme
 from ..preprocessing.labels import fill_holes, largest_connected_component
@@ -65,8 +66,9 @@ class Cleanup:
         return out
 
 
-#: How a voxel claimed by several objects is labelled (:class:`LabelAssembler`).
+#: How a voxel claimed by several objects is labelled (:class:`LabelAssembler`), and the default.
 OVERLAP_RULES = choices.OVERLAP_RULES
+DEFAULT_OVERLAP = choices.DEFAULT_OVERLAP
 
 
 @dataclass(frozen=True)
@@ -78,9 +80,12 @@ class VolumeOptions:
         propagation: box growth and stopping rule (LiteMedSAM-style box propagation).
         memory: SAM2 memory propagation options (SAM2, SAM2.1, MedSAM2).
         cleanup: 3D post-processing of each object.
-        overlap: who gets a voxel several objects claim: ``"logit"`` (the highest logit),
-            ``"smallest"`` (the object with the smaller mask on that slice) or ``"last"`` (the
-            object given last, as LiteMedSAM's script); see :class:`LabelAssembler`.
+        overlap: who gets a voxel several objects claim: ``"last"`` (default: the object given
+            last, as in the official LiteMedSAM script; give an inner object after the one
+            around it), ``"logit"`` (the highest logit) or ``"smallest"`` (the object with the
+            smaller mask on that slice); see :class:`LabelAssembler`. The default was chosen by
+            measurement (docs/benchmarks.md, "3D propagation": on ACDC the highest logit gives
+            the LV cavity to the myocardium's filled disc).
         progress: show a progress bar over slices.
         refine: how clicks update an object (prompts with points).
     """
@@ -90,7 +95,7 @@ class VolumeOptions:
     propagation: PropagationConfig = field(default_factory=PropagationConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     cleanup: Cleanup = field(default_factory=Cleanup)
-    overlap: str = "logit"
+    overlap: str = DEFAULT_OVERLAP
     progress: bool = False
     refine: RefineConfig = field(default_factory=RefineConfig)
 
@@ -129,15 +134,15 @@ class VolumeSegmentation:
 class LabelAssembler:
     """Writes :class:`SliceResult` masks into a label volume.
 
-    A voxel claimed by several objects goes, with ``overlap="logit"``, to the object with the
-    highest logit there (as the 2D label maps do); with ``"smallest"``, to the object whose mask
-    on that slice is smallest (nested structures: the inner one keeps its voxels); with
-    ``"last"``, to the object given last (the LiteMedSAM script writes objects one after the
-    other, so later ones overwrite earlier ones). This holds across the two visits a slice can
+    A voxel claimed by several objects goes, with ``overlap="last"`` (the default), to the object
+    given last (the LiteMedSAM script writes objects one after the other, so later ones overwrite
+    earlier ones); with ``"logit"``, to the object with the highest logit there (as the 2D label
+    maps do); with ``"smallest"``, to the object whose mask on that slice is smallest (nested
+    structures: the inner one keeps its voxels). This holds across the two visits a slice can
     get: the scores of a slice that will be visited again are kept until then.
     """
 
-    def __init__(self, shape: Sequence[int], label_ids: Sequence[int], overlap: str = "logit") -> None:
+    def __init__(self, shape: Sequence[int], label_ids: Sequence[int], overlap: str = DEFAULT_OVERLAP) -> None:
         if overlap not in OVERLAP_RULES:
             raise ValueError(f"overlap must be one of {OVERLAP_RULES}, got {overlap!r}")
         top = max(label_ids, default=0)
@@ -224,8 +229,9 @@ def segment_volume(
         source: the volume's file, named in errors.
 
     Raises:
-        InputError: naming ``source`` for a volume that is not 3D, no prompt, or a prompt that
-            does not fit the volume.
+        InputError: naming ``source`` for a volume that is not 3D, holds NaN or infinite values
+            (the message gives their count), is constant, has no prompt, or a prompt that does
+            not fit the volume.
     """
     options = options or VolumeOptions()
     array = np.asarray(array)
@@ -237,6 +243,7 @@ def segment_volume(
     for i, p in enumerate(prompts):
         check_prompt(p, array.shape, source, where=f"box {i + 1} ({p.describe()})")
     label_ids = tuple(p.label if p.label is not None else i + 1 for i, p in enumerate(prompts))
+    check_pixel_values(array, source, noun="volume", unit="voxel")  # NaN/inf (with the count), constant
 
     if scheme is None:
         scheme, description = select_scheme(volume_kind(array), options.modality, options.window)
@@ -255,12 +262,14 @@ def segment_volume(
     up, down = state.plan()
     visited: set[int] = set()
     start = time.perf_counter()
-    with tqdm(total=len(up) + len(down), desc="propagate", unit="slice", disable=not options.progress) as bar:
+    # one tick per slice: a slice both sweeps visit ticks on its last visit (result.final)
+    with tqdm(total=len(set(up) | set(down)), desc="propagate", unit="slice", disable=not options.progress) as bar:
         for result in propagator.propagate(state):
             assembler.add(result)
             if result.obj_ids:
                 visited.add(result.z)
-            bar.update(1)
+            if result.final:
+                bar.update(1)
     seconds = time.perf_counter() - start
     log.info("%d objects over %d slices: %d encoder calls, %d batched decoder calls, %.1f s",
              len(prompts), len(visited), state.encoder_calls, state.decoder_calls, seconds)

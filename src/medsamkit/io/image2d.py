@@ -90,13 +90,21 @@ def validate_image_2d(img: Image2D) -> None:
                                   f"dimensions, got {px.dtype} with shape {px.shape}")
     if len(img.spacing) != 2 or not all(np.isfinite(s) and s > 0 for s in img.spacing):
         raise InputError(src, f"pixel spacing must be two positive numbers, got {img.spacing}")
+    check_pixel_values(px, src, rgb=px.ndim == 3)
+
+
+def check_pixel_values(px: np.ndarray, source: str | os.PathLike | None, noun: str = "image",
+                       unit: str = "pixel", rgb: bool = False) -> None:
+    """Raise :class:`InputError` naming ``source`` when ``px`` holds NaN or infinite values
+    (saying how many) or is constant (nothing to segment). ``rgb``: the last axis is colour, a
+    constant image has one colour. Used for 2D images and for volumes (noun "volume", unit "voxel")."""
     if np.issubdtype(px.dtype, np.floating) and not np.isfinite(px).all():
         n_bad = int(px.size - np.count_nonzero(np.isfinite(px)))
-        raise InputError(src, f"the image contains {n_bad} NaN or infinite values")
-    first = px.reshape(-1, 3)[0] if px.ndim == 3 else px.flat[0]
+        raise InputError(source, f"the {noun} contains {n_bad} NaN or infinite values")
+    first = px.reshape(-1, 3)[0] if rgb else px.flat[0]
     if np.all(px == first):
-        raise InputError(src, f"the image is constant (every pixel equals {first.tolist()}); "
-                              "there is nothing to segment")
+        raise InputError(source, f"the {noun} is constant (every {unit} equals {first.tolist()}); "
+                                 "there is nothing to segment")
 
 
 def image_2d_from_array(

@@ -32,6 +32,7 @@ from medsamkit.errors import InputError
 from medsamkit.io._itk import itk_problem
 from medsamkit.io.dicom_series import narrow_rescaled, read_dicom_series
 from medsamkit.io.geometry import Geometry
+from medsamkit.io.nifti_values import count_nonfinite
 from medsamkit.io.writers import atomic_output, check_not_input
 
 logger = logging.getLogger(__name__)
@@ -103,11 +104,26 @@ def read_volume(path: PathLike, *, series: str | int | None = None
     array = sitk.GetArrayFromImage(image).reshape(shape)
     if p.is_dir():
         array = narrow_rescaled(array)
+    _refuse_nonfinite(array, p, source)
     if geometry.is_identity_affine():
         logger.warning("%s: no spacing stored (identity affine); distances in voxels", source)
     logger.debug("read %s: %s %s spacing(z,y,x)=%s", source, array.shape, array.dtype,
                  geometry.spacing)
     return array, geometry
+
+
+def _refuse_nonfinite(array: np.ndarray, path: Path, source: str) -> None:
+    """Raise :class:`InputError` naming the file when it stores NaN or infinite values, with their
+    count (as 2D images are refused). ITK's NIfTI reader reads them as 0, so NIfTI files are
+    scanned as stored (:func:`~medsamkit.io.nifti_values.count_nonfinite`)."""
+    if not np.issubdtype(array.dtype, np.floating):
+        return
+    if volume_suffix(path) in (".nii", ".nii.gz"):
+        bad = count_nonfinite(path)
+    else:
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+    if bad:
+        raise InputError(source, f"the volume contains {bad} NaN or infinite values")
 
 
 def read_volume_geometry(path: PathLike, *, series: str | int | None = None

@@ -109,6 +109,51 @@ def write_png(path: PathLike, array: np.ndarray) -> None:
     _write_bytes(path, encoded.tobytes())
 
 
+#: lossless formats a mask or label map can be written in (suffix -> OpenCV encoder)
+MASK_FORMATS = {".png": ".png", ".tif": ".tiff", ".tiff": ".tiff", ".bmp": ".bmp"}
+#: lossy formats: fine for an overlay picture, refused for masks (they would change the labels)
+LOSSY_FORMATS = {".jpg": ".jpg", ".jpeg": ".jpg", ".jpe": ".jpg", ".webp": ".webp"}
+
+
+def image_format(path: PathLike, kind: str = "mask") -> str:
+    """The OpenCV encoder for ``path``'s suffix; ``kind`` "mask" (lossless only) or "picture".
+
+    Raises InputError for a lossy format named for a mask and for unknown suffixes, so an
+    output is never written in a format other than the one its name says.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix in MASK_FORMATS:
+        return MASK_FORMATS[suffix]
+    if suffix in LOSSY_FORMATS:
+        if kind == "picture":
+            return LOSSY_FORMATS[suffix]
+        raise InputError(path, f"{suffix[1:].upper()} is lossy and would change the mask's label values; "
+                               "name the mask .png (or .tif)")
+    known = sorted(MASK_FORMATS) + (sorted(LOSSY_FORMATS) if kind == "picture" else [])
+    raise InputError(path, f"unknown image format {suffix or '(no suffix)'!r}: name the file {', '.join(known)}")
+
+
+def write_image(path: PathLike, array: np.ndarray, kind: str = "mask") -> None:
+    """Write ``array`` atomically in the format its suffix names (see :func:`image_format`):
+    a mask or label map (``H x W`` uint8/uint16, lossless formats only) or an RGB picture."""
+    import cv2
+
+    ext = image_format(path, kind)
+    arr = np.asarray(array)
+    if ext == ".png":
+        write_png(path, arr)
+        return
+    if ext in (".bmp", ".jpg", ".webp") and arr.dtype != np.uint8:
+        raise InputError(path, f"{Path(path).suffix} holds 8-bit values; labels above 255 need .png or .tif")
+    if arr.ndim == 3:
+        arr = arr[:, :, ::-1]  # cv2 expects BGR
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext == ".jpg" else []
+    ok, encoded = cv2.imencode(ext, np.ascontiguousarray(arr), params)
+    if not ok:
+        raise InputError(path, f"{ext[1:].upper()} encoding failed")
+    _write_bytes(path, encoded.tobytes())
+
+
 def write_npy(path: PathLike, array: np.ndarray) -> None:
     """Write ``array`` to a ``.npy`` file atomically (no pickling; any shape and numeric dtype)."""
     arr = np.asarray(array)

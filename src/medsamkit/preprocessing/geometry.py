@@ -7,8 +7,10 @@ Each family follows its reference pipeline exactly (../shared/docs/design.md):
 - LiteMedSAM: longest side -> 256 (cv2 INTER_AREA, sizes rounded int(x + 0.5)), min-max to
   [0, 1] *after* resizing, zero-pad bottom/right to 256; boxes scaled by int(v * 256 / max(H, W));
   logits cropped to the resized size, bilinear to (H, W).
-- MedSAM: resize straight to 1024 x 1024 (aspect not kept), min-max to [0, 1], no mean/std;
-  boxes scaled by 1024 / [W, H, W, H]; 256 x 256 logits bilinear straight to (H, W).
+- MedSAM (``MedSAM_Inference.py``): skimage resize straight to 1024 x 1024 (order 3,
+  anti-aliasing, range kept, truncated to uint8; aspect not kept), min-max to [0, 1], no
+  mean/std; boxes scaled by 1024 / [W, H, W, H]; the 256 x 256 logits' sigmoid bilinear straight
+  to (H, W), then p > 0.5.
 - SAM: longest side -> 1024 (bilinear), ImageNet mean/std, zero-pad to 1024; coordinates scaled
   by the resize factor; logits -> 1024 -> crop -> (H, W).
 - SAM2 (and MedSAM2 at 512): the image predictor's transform (facebookresearch/sam2
@@ -17,7 +19,8 @@ Each family follows its reference pipeline exactly (../shared/docs/design.md):
   logits bilinear straight to (H, W). Volumes go through :class:`SAM2FrameGeometry` instead:
   frames as the video predictors load them (PIL bicubic resize of the uint8 RGB slice).
 
-All thresholds are "logit > 0", i.e. sigmoid > 0.5 as in the references.
+All thresholds are "logit > 0", i.e. sigmoid > 0.5 as in the references (MedSAM thresholds
+the upsampled sigmoid; its logits_to_original returns logits whose sign is that threshold).
 Arrays: images are H x W x 3 uint8 RGB (use :mod:`medsamkit.preprocessing.intensity` first);
 boxes are (N, 4) x0, y0, x1, y1 in original pixels, x right and y down; points (N, K, 2) x, y.
 """
@@ -126,6 +129,26 @@ class ModelGeometry:
         scaled = np.asarray(points, dtype=np.float64) * np.array([sx, sy])
         return torch.as_tensor(scaled, dtype=torch.float32)
 
+    def boxes_from_model(self, boxes: np.ndarray, frame: Frame) -> np.ndarray:
+        """(N, 4) model-input boxes -> (N, 4) original-pixel boxes (float64) that
+        :meth:`boxes_to_model` maps back onto them (to float rounding)."""
+        sx, sy = frame.scale_xy
+        return np.asarray(boxes, dtype=np.float64) / np.array([sx, sy, sx, sy])
+
+    def grown_box(self, mask: np.ndarray, frame: Frame, grow_px: int) -> tuple[float, float, float, float] | None:
+        """The box for the next slice of a propagation: the bounding box of an (H, W) mask in the
+        model-input frame, grown by ``grow_px`` model-input pixels on every side and clipped to
+        the model input (0..S), returned in original pixels (:meth:`boxes_from_model`).
+        None for an empty mask."""
+        ys, xs = np.nonzero(np.asarray(mask))
+        if xs.size == 0:
+            return None
+        sx, sy = frame.scale_xy
+        s = frame.input_size
+        model = np.array([max(xs.min() * sx - grow_px, 0), max(ys.min() * sy - grow_px, 0),
+                          min(xs.max() * sx + grow_px, s), min(ys.max() * sy + grow_px, s)], dtype=np.float64)
+        return tuple(float(v) for v in self.boxes_from_model(model[None], frame)[0])  # type: ignore[return-value]
+
     def mask_to_model(self, mask: np.ndarray, frame: Frame, low_res: int = 256) -> torch.Tensor:
         """A binary (H, W) mask -> (1, 1, low_res, low_res) logits-like prompt (+/-8) in the
         low-resolution frame of the decoder output, aligned like the image."""
@@ -170,6 +193,38 @@ class LiteMedSAMGeometry(ModelGeometry):
         ratio = self.input_size / max(frame.original_size)
         return torch.as_tensor(np.asarray(points, dtype=np.float64) * ratio, dtype=torch.float32)
 
+    def boxes_from_model(self, boxes: np.ndarray, frame: Frame) -> np.ndarray:
+        """Integer model-input boxes -> the smallest original coordinates that the truncating
+        :meth:`boxes_to_model` maps exactly back onto them."""
+        ratio = self.input_size / max(frame.original_size)
+        model = np.asarray(boxes, dtype=np.float64)
+        out = model / ratio
+        for _ in range(8):  # v / ratio * ratio can land one ulp under v; trunc would then drop 1
+            under = np.trunc(out * ratio) < model
+            if not under.any():
+                break
+            out = np.where(under, np.nextafter(out, np.inf), out)
+        return out
+
+    def grown_box(self, mask: np.ndarray, frame: Frame, grow_px: int) -> tuple[float, float, float, float] | None:
+        """LiteMedSAM's propagation box (CVPR24_LiteMedSAM_infer.py, ``get_bbox256``): the mask
+        resized into the 256 px frame as the image is (cv2 INTER_AREA, zero-padded), its
+        bounding box grown by ``grow_px`` (3 in the reference) and clipped to 0..256, mapped
+        back to original pixels so that :meth:`boxes_to_model` gives that 256 px box exactly.
+
+        The reference resizes its label map, whose value is the object's index, so for the 2nd,
+        3rd... object a partly covered 256 px pixel can count where it does not here; here the
+        mask is binary (the reference's behaviour for its first object)."""
+        nh, nw = frame.resized_size
+        small = cv2.resize((np.asarray(mask) > 0).astype(np.uint8), (nw, nh), interpolation=cv2.INTER_AREA)
+        ys, xs = np.nonzero(small)
+        if xs.size == 0:
+            return None
+        s = self.input_size
+        model = np.array([[max(int(xs.min()) - grow_px, 0), max(int(ys.min()) - grow_px, 0),
+                           min(int(xs.max()) + grow_px, s), min(int(ys.max()) + grow_px, s)]], dtype=np.float64)
+        return tuple(float(v) for v in self.boxes_from_model(model, frame)[0])  # type: ignore[return-value]
+
     def logits_to_original(self, low_res_logits: torch.Tensor, frame: Frame) -> torch.Tensor:
         nh, nw = frame.resized_size
         if low_res_logits.shape[-1] != self.input_size:
@@ -188,20 +243,34 @@ class MedSAMGeometry(ModelGeometry):
         return Frame(tuple(original_size), (self.input_size, self.input_size), self.input_size)
 
     def resize_image(self, image: np.ndarray) -> tuple[np.ndarray, Frame]:
+        # MedSAM_Inference.py: skimage's order-3 spline resize with anti-aliasing, range kept,
+        # then a truncating cast to uint8 (not a rounding one)
+        from skimage.transform import resize
+
         frame = self.frame(image.shape[:2])
-        h, w = frame.original_size
-        # MedSAM uses an order-3 (cubic) resize; area averaging when shrinking avoids aliasing
-        interp = cv2.INTER_CUBIC if max(h, w) <= self.input_size else cv2.INTER_AREA
-        resized = cv2.resize(image, (self.input_size, self.input_size), interpolation=interp)
-        # cubic over/undershoots at edges; the reference (skimage resize, clip=True) clips the
-        # result to the input's range before the min-max, so the background stays at 0
-        return np.clip(resized, image.min(), image.max()), frame
+        size = (self.input_size, self.input_size)
+        resized = resize(image, size, order=3, preserve_range=True, anti_aliasing=True)
+        return resized.astype(np.uint8), frame
 
     def normalise(self, resized: np.ndarray) -> torch.Tensor:
-        return _to_tensor(_minmax01(resized), self.input_size)
+        # the reference's min-max runs in float64 on the uint8 image, then becomes float32
+        lo = resized.min()
+        scaled = (resized - lo) / np.clip(float(resized.max()) - float(lo), 1e-8, None)
+        return _to_tensor(scaled.astype(np.float32), self.input_size)
 
     def logits_to_original(self, low_res_logits: torch.Tensor, frame: Frame) -> torch.Tensor:
-        return F.interpolate(low_res_logits, frame.original_size, mode="bilinear", align_corners=False)
+        """MedSAM_Inference.py upsamples the sigmoid's probabilities (bilinear, float32) and keeps
+        p > 0.5, which differs from "upsampled logit > 0" near the mask's edge.
+
+        The logits returned are the upsampled logits with their sign set by that threshold (where
+        the two disagree, +/-1e-6), so "logit > 0" is exactly the reference's mask and the
+        magnitudes still rank overlapping objects.
+        """
+        size = frame.original_size
+        low_res_logits = low_res_logits.float()
+        mask = F.interpolate(torch.sigmoid(low_res_logits), size, mode="bilinear", align_corners=False) > 0.5
+        logits = F.interpolate(low_res_logits, size, mode="bilinear", align_corners=False)
+        return torch.where(mask, logits.clamp_min(1e-6), logits.clamp_max(-1e-6))
 
 
 class SAMGeometry(ModelGeometry):

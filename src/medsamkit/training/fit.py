@@ -20,6 +20,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from ..data.cache import EMBEDDINGS
 from ..errors import InputError
 from ..models.baselines import BASELINES, build_baseline
 from ..models.registry import get_spec
@@ -248,7 +249,7 @@ def fit(config: FitConfig, sources: DataSources | None = None, model: nn.Module 
     if config.optim.scheduler == "plateau" and not has_val:
         log.warning("optim.scheduler plateau without validation data: it follows the training loss")
     embedding_root = Path(config.data.embedding_dir) if config.data.embedding_dir else \
-        (Path(config.data.cache) / "embeddings" if config.data.cache else out / "embeddings")
+        (Path(config.data.cache) / EMBEDDINGS if config.data.cache else out / EMBEDDINGS)
     datamodule = build_datamodule(config, net, geometry, sources, embedding_root)
     monitor = ("val_dice", "max") if has_val else ("train_loss_epoch", "min")
     module = build_module(config, net, monitor)

@@ -1,0 +1,164 @@
+"""The runtimes of the image encoder (``--backend``) and their precisions (``--precision``).
+
+``auto`` (the default) picks, on the CPU, the fastest installed engine that keeps the masks of
+the torch fp32 path (mean Dice >= 0.99 against the official pipeline, none below 0.95; measured
+by ``benchmarks/bench_engines.py`` on Kvasir-SEG, see ``docs/benchmarks.md``):
+
+1. OpenVINO, bf16 where the CPU has BF16 instructions and the encoder's weights are ones whose
+   bf16 masks were measured to agree (:data:`BF16_AGREES`: the official LiteMedSAM encoder, also
+   inside decoder-only fine-tuned checkpoints), else fp32;
+2. ONNX Runtime fp32;
+3. torch fp32 (always there: the engines are the optional ``engines`` extra).
+
+On a GPU, or for the SAM2 family (whose encoder returns several feature maps), ``auto`` is torch.
+An engine that fails to build under ``auto`` is logged and the next one is tried; an engine
+asked for by name fails with a clear error instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..choices import BACKENDS, PRECISIONS
+from ..errors import MedsamkitError
+from ..models.loader import LoadedModel
+from .onnx_encoder import OnnxEncoder, _weights_key, onnx_available
+from .openvino_encoder import OpenVinoEncoder, cpu_capabilities, openvino_available
+
+log = logging.getLogger(__name__)
+
+#: weights digests (:func:`~medsamkit.inference.onnx_encoder._weights_key` of the image encoder) whose
+#: OpenVINO bf16 masks meet the agreement bar (benchmarks/bench_engines.py): lite_medsam.pth
+BF16_AGREES: frozenset[str] = frozenset({"0d3394df3aa48ec4"})
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One runtime: its name, the precisions it runs and whether it is installed."""
+
+    name: str
+    precisions: tuple[str, ...]
+    available: Callable[[], bool]
+    install: str  # what to install when it is missing
+
+
+ENGINES: dict[str, Engine] = {
+    "torch": Engine("torch", ("fp32", "bf16"), lambda: True, ""),
+    "onnx": Engine("onnx", ("fp32",), onnx_available, 'pip install -e ".[engines]" (onnxruntime, onnx)'),
+    "openvino": Engine("openvino", ("fp32", "bf16", "int8"), openvino_available,
+                       'pip install -e ".[engines]" (openvino, onnx)'),
+}
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """The engine a predictor's image encoder runs on."""
+
+    backend: str
+    precision: str
+
+    def __str__(self) -> str:
+        return f"{self.backend} {self.precision}"
+
+
+def _has_bf16() -> bool:
+    try:
+        return "BF16" in cpu_capabilities()
+    except Exception:  # noqa: BLE001 - no OpenVINO, or it cannot query the CPU: no bf16 claim
+        return False
+
+
+def _bf16_agrees(loaded: LoadedModel) -> bool:
+    """True when this CPU runs bf16 and the encoder's weights were measured to keep the masks in bf16."""
+    return _has_bf16() and _weights_key(loaded.model.image_encoder) in BF16_AGREES
+
+
+def auto_candidates(loaded: LoadedModel) -> list[EngineChoice]:
+    """The engines ``auto`` tries on the CPU, fastest first, installed ones only."""
+    out = []
+    if ENGINES["openvino"].available():
+        out.append(EngineChoice("openvino", "bf16" if _bf16_agrees(loaded) else "fp32"))
+    if ENGINES["onnx"].available():
+        out.append(EngineChoice("onnx", "fp32"))
+    out.append(EngineChoice("torch", "fp32"))
+    return out
+
+
+def choose_engines(backend: str, precision: str | None, loaded: LoadedModel) -> list[EngineChoice]:
+    """The engine(s) to try, in order, for ``--backend``/``--precision`` and a loaded model."""
+    if backend not in BACKENDS:
+        raise MedsamkitError(f"unknown backend {backend!r}: {', '.join(BACKENDS)}")
+    if precision is not None and precision not in PRECISIONS:
+        raise MedsamkitError(f"unknown precision {precision!r}: {', '.join(PRECISIONS)}")
+    family, device = loaded.spec.family, loaded.device
+    if backend == "auto":
+        if device.type != "cpu" or family == "sam2":
+            return [EngineChoice("torch", precision or "fp32")]
+        if precision is None:
+            return auto_candidates(loaded)
+        found = [EngineChoice(name, precision) for name, e in ENGINES.items()
+                 if precision in e.precisions and e.available()]
+        order = {"openvino": 0, "onnx": 1, "torch": 2}
+        return sorted(found, key=lambda c: order[c.backend])
+    engine = ENGINES[backend]
+    if backend != "torch":
+        if device.type != "cpu":
+            raise MedsamkitError(f"--backend {backend} runs on the CPU; drop it or use --device cpu "
+                                 f"(device is {device})")
+        if family == "sam2":
+            raise MedsamkitError(f"--backend {backend} is not available for {loaded.spec.name} yet; "
+                                 "use --backend torch")
+        if not engine.available():
+            raise MedsamkitError(f"--backend {backend} is not installed: {engine.install}")
+    if precision is None:
+        precision = "bf16" if backend == "openvino" and _bf16_agrees(loaded) else "fp32"
+    if precision not in engine.precisions:
+        raise MedsamkitError(f"--precision {precision} is not offered by --backend {backend} "
+                             f"({', '.join(engine.precisions)})")
+    return [EngineChoice(backend, precision)]
+
+
+class TorchAutocastEncoder:
+    """The model's own encoder under CPU/GPU bf16 autocast; returns float32."""
+
+    def __init__(self, encode: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> None:
+        self.encode, self.device_type = encode, device.type
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            return self.encode(images).float()
+
+
+def build_encoder(choice: EngineChoice, loaded: LoadedModel, threads: int | None = None,
+                  cache: Path | None = None, calibration: Sequence[np.ndarray] = ()) -> Callable | None:
+    """The image encoder callable for ``choice`` (None: the model's own torch fp32 encoder)."""
+    from ..models.zoo import cache_dir
+
+    cache = cache_dir() if cache is None else cache
+    model, arch = loaded.model, loaded.spec.architecture
+    if choice.backend == "torch":
+        return TorchAutocastEncoder(model.encode, loaded.device) if choice.precision == "bf16" else None
+    if choice.backend == "onnx":
+        return OnnxEncoder(model.image_encoder, model.image_size, cache / "onnx", arch, threads)
+    return OpenVinoEncoder(model.image_encoder, model.image_size, cache, arch, choice.precision, threads,
+                           calibration)
+
+
+def build_first(choices: list[EngineChoice], loaded: LoadedModel, threads: int | None = None,
+                cache: Path | None = None, calibration: Sequence[np.ndarray] = ()) -> tuple[EngineChoice, Callable | None]:
+    """Build the first engine of ``choices`` that works; with several (``auto``) a failure is
+    logged and the next is tried, with one it is raised."""
+    for i, choice in enumerate(choices):
+        try:
+            return choice, build_encoder(choice, loaded, threads, cache, calibration)
+        except Exception as exc:
+            if i == len(choices) - 1:
+                raise
+            log.warning("image encoder engine %s failed (%s); trying %s", choice, exc, choices[i + 1])
+    raise MedsamkitError("no engine to run the image encoder")  # only for an empty list

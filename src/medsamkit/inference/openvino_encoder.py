@@ -1,0 +1,118 @@
+"""Run the image encoder with OpenVINO on the CPU, in fp32 or bf16 (int8 through NNCF).
+
+The model compiled is the cached ONNX export of :func:`~medsamkit.inference.onnx_encoder.exported_encoder`
+(one per weights digest). OpenVINO's own model cache keeps the compiled blob under
+``<cache dir>/openvino/<cpu tag>/``: the tag is a digest of the OpenVINO version and the CPU's name
+and instruction-set capabilities, so a blob compiled for one CPU is never loaded on another, and
+a second process with the same weights skips the compilation (see ``docs/benchmarks.md``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import MedsamkitError
+from .onnx_encoder import _weights_key, exported_encoder, onnx_export_available
+
+log = logging.getLogger(__name__)
+
+#: ``--precision`` -> OpenVINO's INFERENCE_PRECISION_HINT (int8 is a quantised model run in fp32)
+_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+
+
+def openvino_available() -> bool:
+    """True when openvino and onnx (to export the encoder) are installed."""
+    return importlib.util.find_spec("openvino") is not None and onnx_export_available()
+
+
+@lru_cache(maxsize=1)
+def cpu_capabilities() -> tuple[str, ...]:
+    """OpenVINO's optimisation capabilities of this CPU (e.g. FP32, BF16, INT8)."""
+    import openvino as ov
+
+    return tuple(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def cpu_tag() -> str:
+    """A short digest of the OpenVINO version, the CPU's name and its capabilities."""
+    import openvino as ov
+
+    core = ov.Core()
+    text = "|".join([ov.get_version(), str(core.get_property("CPU", "FULL_DEVICE_NAME")), *cpu_capabilities()])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _quantized(onnx_path: Path, out: Path, calibration: Sequence[np.ndarray]) -> Path:
+    """NNCF post-training int8 quantisation of the ONNX encoder on ``calibration`` inputs, saved as IR."""
+    if importlib.util.find_spec("nncf") is None:
+        raise MedsamkitError("--precision int8 needs nncf: pip install nncf (or the engines extra)")
+    if not calibration:
+        raise MedsamkitError("--precision int8 needs calibration images")
+    import nncf
+    import openvino as ov
+
+    if not out.exists():
+        log.info("quantising the image encoder to int8 on %d calibration images (once; cached at %s)",
+                 len(calibration), out)
+        model = ov.Core().read_model(str(onnx_path))
+        quantized = nncf.quantize(model, nncf.Dataset(list(calibration)), subset_size=len(calibration),
+                                  model_type=nncf.ModelType.TRANSFORMER)
+        tmp = out.with_name(f".{out.stem}.tmp.xml")
+        ov.save_model(quantized, str(tmp), compress_to_fp16=False)
+        tmp.with_suffix(".bin").replace(out.with_suffix(".bin"))
+        tmp.replace(out)
+    return out
+
+
+class OpenVinoEncoder:
+    """Callable (1, 3, S, S) tensor -> embedding tensor backed by an OpenVINO compiled model.
+
+    Args:
+        encoder: the torch image encoder (exported to ONNX once per weights digest).
+        input_size: S, the square input side.
+        cache: the medsamkit cache dir (``onnx/`` and ``openvino/`` are made under it).
+        arch: architecture name, part of the cached file names.
+        precision: fp32, bf16 (needs a CPU with BF16) or int8 (needs ``calibration``).
+        threads: inference threads (default: torch's).
+        calibration: (1, 3, S, S) float32 model inputs for int8; their digest keys the cached IR.
+    """
+
+    def __init__(self, encoder: nn.Module, input_size: int, cache: Path, arch: str, precision: str = "fp32",
+                 threads: int | None = None, calibration: Sequence[np.ndarray] = ()) -> None:
+        if not openvino_available():
+            raise MedsamkitError("the openvino backend needs openvino and onnx: pip install -e \".[engines]\"")
+        if precision not in _HINTS:
+            raise MedsamkitError(f"--precision {precision}: openvino runs fp32, bf16 or int8")
+        if precision == "bf16" and "BF16" not in cpu_capabilities():
+            raise MedsamkitError("--precision bf16: this CPU has no BF16 instructions; use fp32")
+        import openvino as ov
+
+        path = exported_encoder(encoder, input_size, cache / "onnx", arch)
+        if precision == "int8":
+            calib = hashlib.sha256(b"".join(np.ascontiguousarray(c, np.float32).tobytes() for c in calibration))
+            path = _quantized(path, cache / "openvino" / f"{arch}-{_weights_key(encoder)}-int8-"
+                                          f"{calib.hexdigest()[:12]}.xml", calibration)
+        blobs = cache / "openvino" / cpu_tag()
+        blobs.mkdir(parents=True, exist_ok=True)
+        core = ov.Core()
+        core.set_property({"CACHE_DIR": str(blobs)})
+        config = {"INFERENCE_PRECISION_HINT": _HINTS[precision], "PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads())}
+        self.compiled = core.compile_model(str(path), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.path, self.precision, self.cache = path, precision, blobs
+        log.info("image encoder: OpenVINO %s, %s (compiled blobs in %s)", precision, path.name, blobs)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
+        out = self.request.infer({0: x})[0]
+        return torch.from_numpy(np.array(out, dtype=np.float32, copy=True))
