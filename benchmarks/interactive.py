@@ -24,7 +24,7 @@ so only the first variant of a case pays for encoding in its step 0.
 
     python benchmarks/interactive.py [--out /work/runs/i13/interactive.json] [--datasets acdc-mr]
         [--cases patient008_frame01 ...] [--split-val splits/acdc-mr.json] [--modes box clicks ...]
-        [--model zero-shot=litemedsam --model clicks=/path/model.pth] [--threads 2]
+        [--model zero-shot=litemedsam --model clicks=/path/model.pth] [--threads 2] [--embedding-cache DIR]
     python benchmarks/interactive.py --table [--out ...]     # markdown tables from the JSON
 """
 
@@ -55,15 +55,38 @@ STEPS = 5
 TOLERANCE_MM = 2.0
 
 
-def memo_predictor(predictor):
-    """The predictor with its encoder memoised on the slice's pixels (cleared per case)."""
+def encoder_digest(predictor) -> str:
+    """SHA-1 of the image encoder's weights: models that share them share slice embeddings."""
+    h = hashlib.sha1()
+    for key, tensor in sorted(predictor.model.image_encoder.state_dict().items()):
+        h.update(key.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(-1).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def memo_predictor(predictor, folder: Path | None = None):
+    """The predictor with its encoder memoised on the slice's pixels: in memory (cleared per case)
+    and, with ``folder``, on disk under the encoder's digest (a later run or another model with the
+    same encoder, e.g. a decoder adapter, reads them back instead of encoding again)."""
+    import torch
+
     cache: dict = {}
     embed = predictor.embed
+    disk = folder / encoder_digest(predictor) if folder is not None else None
 
     def memo(image):
         key = (image.shape, hashlib.sha1(image.tobytes()).hexdigest())
         if key not in cache:
-            cache[key] = embed(image)
+            path = disk / f"{key[1]}.pt" if disk is not None else None
+            if path is not None and path.is_file():
+                cache[key] = torch.load(path, map_location="cpu", weights_only=False)
+            else:
+                cache[key] = embed(image)
+                if path is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = path.with_suffix(".part")
+                    torch.save(cache[key], tmp)
+                    os.replace(tmp, path)
         return cache[key]
 
     predictor.embed = memo
@@ -147,7 +170,7 @@ def run(args: argparse.Namespace) -> None:
     for model_name, source in models.items():
         is_file = Path(source).is_file()
         predictor = medsamkit.load(checkpoint=source) if is_file else medsamkit.load(source)
-        predictor, cache = memo_predictor(predictor)
+        predictor, cache = memo_predictor(predictor, args.embedding_cache)
         print(f"model {model_name}: {source}", flush=True)
         for dataset, case in _cases(args):
             key = f"{dataset}/{case.case_id}"
@@ -232,6 +255,7 @@ def figure(args: argparse.Namespace) -> None:
     panels = []
     for title, (model_name, source) in zip(("zero-shot", "click-trained"), [m.split("=", 1) for m in args.model]):
         predictor = medsamkit.load(checkpoint=source) if Path(source).is_file() else medsamkit.load(source)
+        predictor, _ = memo_predictor(predictor, args.embedding_cache)
         config = RefineConfig(**MODES[args.modes[0]]) if MODES[args.modes[0]] else RefineConfig()
         session = medsamkit.Session(vol8, predictor, volume=True, modality="rgb", config=config)
         labels = [int(v) for v in np.unique(truth) if v != 0]
@@ -278,6 +302,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", action="append", metavar="NAME=SOURCE",
                    help="a registry model name or a checkpoint file (repeatable; default zero-shot=litemedsam)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--embedding-cache", type=Path, default=None,
+                   help="keep slice embeddings on disk here (shared by models with the same encoder; "
+                        "timings of step 0 then exclude encoding)")
     p.add_argument("--table", action="store_true", help="print the markdown tables of --out and exit")
     p.add_argument("--figure", nargs=4, metavar=("DATASET", "CASE", "LABEL", "PNG"),
                    help="draw one label's key slice: truth, then each --model's box-only and 5-click masks "
