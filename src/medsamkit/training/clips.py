@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data.samples import SampleSource
 from ..preprocessing.geometry import ModelGeometry
-from .datamodule import DataSources, LoaderSettings
+from .datamodule import DataSources, LoaderSettings, make_loader
 from .datasets import _rng
 from .embedding_cache import EmbeddingCache, EmbeddingCacheSpec, _cache_records, embedding_cache
 
@@ -207,9 +207,7 @@ class ClipDataModule(L.LightningDataModule):
                         if val is not None and len(val) > 0 else None)
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        workers = self.loader.num_workers
-        return DataLoader(dataset, batch_size=self.loader.batch_size, shuffle=shuffle, num_workers=workers,
-                          persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+        return make_loader(dataset, self.loader, shuffle)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

@@ -21,6 +21,13 @@ from .datasets import EmbeddingDataset, ImageDataset
 from .embedding_cache import EmbeddingCacheSpec, embedding_cache
 
 
+
+def make_loader(dataset: Dataset, settings: "LoaderSettings", shuffle: bool) -> DataLoader:
+    """A DataLoader with the run's batch size and workers (pinned memory on CUDA machines)."""
+    workers = settings.num_workers
+    return DataLoader(dataset, batch_size=settings.batch_size, shuffle=shuffle, num_workers=workers,
+                      persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+
 @dataclass
 class DataSources:
     """Training samples and (optionally) validation samples."""
@@ -92,9 +99,7 @@ class SampleDataModule(L.LightningDataModule):
             self.val_set = ImageDataset(vals[0], self.geometry) if vals else None
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        workers = self.loader.num_workers
-        return DataLoader(dataset, batch_size=self.loader.batch_size, shuffle=shuffle, num_workers=workers,
-                          persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+        return make_loader(dataset, self.loader, shuffle)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
