@@ -2,7 +2,9 @@
 Runtime: one call for all the boxes of an image (a dynamic number of boxes).
 
 Only boxes without clicks or a mask prompt, single-mask output, go through the engine (the folder
-runs and a box drawn in the web app); everything else uses the torch decoder. The export is
+runs and a box drawn in the web app); everything else uses the torch decoder. The graph exported is
+:class:`~medsamkit.inference.box_decoder_graph.BoxDecoderGraph` (the decoder rearranged so that
+extra boxes cost little). The export is
 cached per weights digest of the prompt encoder and mask decoder under ``<cache>/onnx/`` (as the
 image encoder's), OpenVINO's compiled blob under the CPU-tagged ``<cache>/openvino/<tag>/``.
 """
@@ -16,28 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-
 from ..errors import MedsamkitError
 from ..models.sam import Sam
+from .box_decoder_graph import BoxDecoderGraph
 from .onnx_encoder import _weights_key, onnx_available
 from .openvino_encoder import cpu_tag, openvino_available
 
 log = logging.getLogger(__name__)
-
-
-class _BoxDecoder(nn.Module):
-    """(1, C, h, w) embedding + (N, 4) model-input boxes -> (N, 1, 4h, 4w) logits, (N, 1) IoU."""
-
-    def __init__(self, model: Sam) -> None:
-        super().__init__()
-        self.prompt_encoder, self.mask_decoder = model.prompt_encoder, model.mask_decoder
-
-    def forward(self, embedding: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        sparse = self.prompt_encoder._embed_boxes(boxes)
-        h, w = self.prompt_encoder.image_embedding_size
-        dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(boxes.shape[0], -1, h, w)
-        return self.mask_decoder(embedding, self.prompt_encoder.get_dense_pe(), sparse, dense, False)
 
 
 def decoder_key(model: Sam) -> str:
@@ -48,11 +35,11 @@ def decoder_key(model: Sam) -> str:
 def exported_decoder(model: Sam, cache: Path, arch: str) -> Path:
     """The ONNX file of the box decoder under ``cache``: exported once (atomically), then reused."""
     cache.mkdir(parents=True, exist_ok=True)
-    path = cache / f"{arch}-decoder-{decoder_key(model)}.onnx"
+    path = cache / f"{arch}-boxdecoder-{decoder_key(model)}.onnx"
     if path.exists():
         return path
     log.info("exporting the box decoder to ONNX once (cached at %s)", path)
-    module = _BoxDecoder(model).eval()
+    module = BoxDecoderGraph(model).eval()
     h, w = model.prompt_encoder.image_embedding_size
     dim = model.prompt_encoder.embed_dim
     example = (torch.zeros(1, dim, h, w), torch.tensor([[10.0, 20.0, 100.0, 120.0], [5.0, 5.0, 50.0, 60.0]]))
