@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         print(precision, json.dumps(result[precision]), flush=True)
     if "fp32" in result:
         for p in args.precisions.split(","):
-            result[p]["dice_vs_truth_drop_vs_fp32"] = result["fp32"]["dice_vs_truth_mean"] - result[p]["dice_vs_truth_mean"]
+            fp32_truth = result["fp32"]["dice_vs_truth_mean"]
+            result[p]["dice_vs_truth_drop_vs_fp32"] = fp32_truth - result[p]["dice_vs_truth_mean"]
     print(json.dumps(result, indent=1))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1), encoding="utf-8")

@@ -4,9 +4,9 @@ Runtime: one call for all the boxes of an image (a dynamic number of boxes).
 Only boxes without clicks or a mask prompt, single-mask output, go through the engine (the folder
 runs and a box drawn in the web app); everything else uses the torch decoder. The graph exported is
 :class:`~medsamkit.inference.box_decoder_graph.BoxDecoderGraph` (the decoder rearranged so that
-extra boxes cost little). The export is
-cached per weights digest of the prompt encoder and mask decoder under ``<cache>/onnx/`` (as the
-image encoder's), OpenVINO's compiled blob under the CPU-tagged ``<cache>/openvino/<tag>/``.
+extra boxes cost little). The export is cached per weights digest of the prompt encoder and mask
+decoder under ``<cache>/onnx/`` (as the image encoder's), OpenVINO's compiled blob under the
+CPU-tagged ``<cache>/openvino/<tag>/``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from ..errors import MedsamkitError
 from ..models.sam import Sam
 from .box_decoder_graph import BoxDecoderGraph
@@ -106,4 +107,5 @@ class EngineDecoder:
         e = np.ascontiguousarray(embedding.detach().cpu().numpy(), dtype=np.float32)
         b = np.ascontiguousarray(boxes.detach().cpu().numpy(), dtype=np.float32).reshape(-1, 4)
         logits, iou = self._run(e, b)
-        return torch.from_numpy(np.array(logits, np.float32, copy=True)), torch.from_numpy(np.array(iou, np.float32, copy=True))
+        return (torch.from_numpy(np.array(logits, np.float32, copy=True)),
+                torch.from_numpy(np.array(iou, np.float32, copy=True)))
