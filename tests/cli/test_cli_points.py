@@ -33,7 +33,7 @@ H, W = 60, 90
 
 @pytest.fixture(autouse=True)
 def stub_model(monkeypatch):
-    def make(args):
+    def make(args, mode="latency"):
         return StubPredictor(), None
 
     monkeypatch.setattr(common, "make_predictor", make)

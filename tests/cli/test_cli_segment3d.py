@@ -204,14 +204,29 @@ def test_what_goes_to_3d(phantom, tmp_path):
     assert wants(empty, "--box", "1,2,3,4,5,6") and wants(empty, "--boxes-from-labels", "l.nii.gz")
 
 
+def test_box_reaching_past_the_volume_is_clipped_with_a_warning(phantom, tmp_path, capsys):
+    """As read off a viewer: a negative corner and z1 past the last slice; same mask as the clipped box."""
+    d, _, _ = phantom
+    clipped, past = tmp_path / "clipped.nii.gz", tmp_path / "past.nii.gz"
+    code, _, err = run_cli(capsys, "segment", d / "vol.nii.gz", "--box", "0,18,3,41,50,15", "-o", clipped)
+    assert code == 0, err
+    code, stdout, err = run_cli(capsys, "segment", d / "vol.nii.gz", "--box", "-4,18,3,41,50,19", "-o", past)
+    assert code == 0, err
+    assert f"{d / 'vol.nii.gz'}: --box -4,18,3,41,50,19: box -4,18,41,50 reaches past the 80x80 slices; " \
+           "clipped to 0,18,41,50" in err
+    assert "z range 3..19 reaches past the volume's slices 0..15; clipped to 3..15" in err
+    a, b = read_volume(clipped)[0], read_volume(past)[0]
+    assert a.any() and np.array_equal(a, b)
+
+
 # --------------------------------------------------------------------------------- errors
 SENTINEL = b"an earlier result, must survive"
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--box", "15,18,3,95,50,11"], "{v}: --box 15,18,3,95,50,11: box 15,18,95,50 lies outside the 80x80 slices"),
+    (["--box", "85,18,3,95,50,11"], "{v}: --box 85,18,3,95,50,11: box 85,18,95,50 lies outside the 80x80 slices"),
     (["--box", "41,18,3,15,50,11"], "{v}: --box 41,18,3,15,50,11: box 41,18,15,50 is inverted"),
-    (["--box", "15,18,3,41,50,16"], "{v}: --box 15,18,3,41,50,16: z1 16 is outside the volume's slices 0..15"),
+    (["--box", "15,18,16,41,50,20"], "{v}: --box 15,18,16,41,50,20: z range 16..20 lies outside the volume's slices 0..15"),
     (["--box", "15,18,11,41,50,3"], "{v}: --box 15,18,11,41,50,3: is inverted in z (z0 11 > z1 3)"),
     (["--box", "15,18,41,50"], "{v}: --box 15,18,41,50: a 2D box on a volume needs its key slice (--slice Z)"),
     (["--box", "15,18,3,41,50"], "--box '15,18,3,41,50' is not 6 numbers X0,Y0,Z0,X1,Y1,Z1"),

@@ -59,12 +59,32 @@ def test_recist_line_gives_a_square_box_in_mm():
     assert p.z_range == (2, 4) and p.box[0] == 0 and p.box[1] == 0
 
 
+def test_boxes_reaching_past_the_volume_are_clipped_with_a_warning(caplog):
+    # as read off a viewer: x1 one past the 80 px width, a negative corner, z1 past the last slice
+    with caplog.at_level("WARNING", logger="medsamkit.inference.prompts3d"):
+        p = box_spec("-3,6,10,83,30,25").resolve(SHAPE, source=VOL)
+    assert p.box == (0.0, 6.0, 80.0, 30.0) and p.z_range == (10, 19)
+    assert p.key_slice == 14  # the middle of the clipped range: int((19 - 10) / 2 + 10)
+    text = caplog.text
+    assert "vol.nii.gz: --box -3,6,10,83,30,25: box -3,6,83,30 reaches past the 80x60 slices; clipped to 0,6,80,30" in text
+    assert "z range 10..25 reaches past the volume's slices 0..19; clipped to 10..19" in text
+    # a 2D box with a range partly outside: the range is clipped, the key slice must be inside
+    p = box_spec("2,3,20,30", key_slice=1, z_range=(-2, 4)).resolve(SHAPE, source=VOL)
+    assert p.z_range == (0, 4) and p.key_slice == 1
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="medsamkit.inference.prompts3d"):
+        box_spec("2,3,10,20,30,15").resolve(SHAPE, source=VOL)
+    assert caplog.text == ""  # a box inside gives no warning
+
+
 @pytest.mark.parametrize("spec, problem", [
-    (box_spec("-5,3,10,20,30,15"), "box -5,3,20,30 lies outside the 80x60 slices"),
-    (box_spec("2,3,10,90,30,15"), "lies outside the 80x60 slices"),
+    (box_spec("-30,3,10,-5,30,15"), "box -30,3,-5,30 lies outside the 80x60 slices (x 0..80, y 0..60): "
+                                    "it does not overlap them"),
+    (box_spec("85,3,10,90,30,15"), "lies outside the 80x60 slices"),
     (box_spec("20,3,10,2,30,15"), "box 20,3,2,30 is inverted"),
     (box_spec("2,3,15,20,30,10"), "is inverted in z (z0 15 > z1 10)"),
-    (box_spec("2,3,10,20,30,25"), "z1 25 is outside the volume's slices 0..19"),
+    (box_spec("2,3,21,20,30,25"), "z range 21..25 lies outside the volume's slices 0..19: it does not overlap"),
+    (box_spec("2,3,20,30", key_slice=3, z_range=(-4, -1)), "z range -4..-1 lies outside the volume's slices"),
     (box_spec("2,3,10.5,20,30,12"), "z0 10.5 is not a whole slice number"),
     (box_spec("2,3,20,30"), "a 2D box on a volume needs its key slice (--slice Z)"),
     (box_spec("2,3,20,30", key_slice=5, z_range=(6, 9)), "key slice 5 is outside its z range 6..9"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from medsamkit.choices import DEFAULT_OVERLAP, OVERLAP_RULES
 from medsamkit.errors import InputError
 from medsamkit.inference.clicks import Click
 from medsamkit.inference.prompts3d import VolumePrompt
@@ -60,16 +61,27 @@ def test_box_step_equals_the_streaming_propagator():
         truths.append(t)
     prompts = [VolumePrompt((7, 5, 22, 19), 3, (1, 7), 1), VolumePrompt((28, 9, 44, 23), 4, (2, 8), 2),
                VolumePrompt((37, 17, 53, 31), 5, (3, 9), 3)]
-    stub = StubPredictor()
-    # the session labels overlaps by the highest logit; so does the reference here
-    reference = segment_volume(volume, Geometry.identity(), prompts, stub, VolumeOptions(modality="rgb", overlap="logit"))
+    # objects 2 and 3 overlap (x 37..44, y 17..23): the session resolves it by the same rule as the
+    # CLI / segment_volume, "last" by default
+    references = {rule: segment_volume(volume, Geometry.identity(), prompts, StubPredictor(),
+                                       VolumeOptions(modality="rgb", overlap=rule)) for rule in OVERLAP_RULES}
+    assert not np.array_equal(references["last"].labels, references["logit"].labels)  # the rule matters here
     for config in (RefineConfig(), RefineConfig(mask_prompt=True, carry_mask=True)):
         mine = StubPredictor()
         session = Session3D(mine, volume, config)
         session.add_objects(prompts)
-        np.testing.assert_array_equal(session.label_map(), reference.labels)
-        assert session.refiner.embeddings.encoder_calls == reference.encoder_calls == 9  # slices 1..9, once each
+        assert session.overlap == DEFAULT_OVERLAP == "last"
+        np.testing.assert_array_equal(session.label_map(), references["last"].labels)
+        for z in (0, 4, 8):
+            np.testing.assert_array_equal(session.label_slice(z), references["last"].labels[z])
+        assert session.refiner.embeddings.encoder_calls == references["last"].encoder_calls == 9  # slices 1..9, once each
         assert all(c.mask_input is None for c in mine.calls)  # the box step is LiteMedSAM's, whatever the config
+    for rule in OVERLAP_RULES:
+        session = Session3D(StubPredictor(), volume, overlap=rule)
+        session.add_objects(prompts)
+        np.testing.assert_array_equal(session.label_map(), references[rule].labels)
+    with pytest.raises(ValueError, match="overlap must be one of"):
+        Session3D(StubPredictor(), volume, overlap="first")
 
 
 def test_a_background_click_fixes_its_slice_and_nothing_is_recomputed_where_boxes_stay():

@@ -81,16 +81,17 @@ def _set_threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
-def make_2d_predictor(args: argparse.Namespace) -> Predictor | BaselinePredictor:
+def make_2d_predictor(args: argparse.Namespace, mode: str = "latency") -> Predictor | BaselinePredictor:
     """The predictor for 2D segmentation: a SAM-family model (:func:`make_predictor`), or a
-    baseline exported by ``medsamkit fit`` when --checkpoint is one (its sidecar says so)."""
+    baseline exported by ``medsamkit fit`` when --checkpoint is one (its sidecar says so).
+    ``mode="throughput"``: a folder run (an OpenVINO encoder then takes several images at once)."""
     import torch
 
     from ..inference.baseline import is_baseline_checkpoint, load_baseline_predictor
     from ..models.loader import resolve_device
 
     if not is_baseline_checkpoint(args.checkpoint):
-        return make_predictor(args)[0]
+        return make_predictor(args, mode)[0]
     if getattr(args, "backend", "auto") not in ("auto", "torch") or getattr(args, "precision", None):
         raise MedsamkitError(f"--backend/--precision are for the SAM-family image encoder; "
                              f"{args.checkpoint} is a baseline: drop them")
@@ -101,7 +102,7 @@ def make_2d_predictor(args: argparse.Namespace) -> Predictor | BaselinePredictor
     return predictor
 
 
-def make_predictor(args: argparse.Namespace) -> tuple[Predictor, LoadedModel]:
+def make_predictor(args: argparse.Namespace, mode: str = "latency") -> tuple[Predictor, LoadedModel]:
     import torch
 
     from ..inference.factory import make_predictor as build_predictor
@@ -112,5 +113,5 @@ def make_predictor(args: argparse.Namespace) -> tuple[Predictor, LoadedModel]:
     log.info("model %s on %s (%d threads); weights %s", loaded.spec.name, loaded.device,
              torch.get_num_threads(), loaded.weights_path)
     predictor = build_predictor(loaded, backend=getattr(args, "backend", DEFAULT_BACKEND),
-                                precision=getattr(args, "precision", None), threads=args.threads)
+                                precision=getattr(args, "precision", None), threads=args.threads, mode=mode)
     return predictor, loaded

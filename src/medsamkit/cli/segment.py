@@ -176,7 +176,8 @@ def _run_folder(args: argparse.Namespace, folder: Path, prompts: list[BoxPrompt]
         return _finish_folder(args, None, plan)
     from ..inference.segment2d import Segmenter2D
 
-    predictor = make_2d_predictor(args)
+    # several images: the encoder may take them two at a time (OpenVINO streams), read ahead
+    predictor = make_2d_predictor(args, "throughput" if len(plan.todo) > 1 else "latency")
     return _finish_folder(args, Segmenter2D(predictor, args.modality, args.window), plan)
 
 

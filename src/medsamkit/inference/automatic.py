@@ -48,8 +48,11 @@ class AutomaticSegmenter(Segmenter2D):
     no box). Works with :func:`~medsamkit.inference.batch.segment_folder` and
     :func:`automatic_prompts`."""
 
+    #: the folder runner encodes no image ahead for it: its model has its own predict
+    prefetch = False
+
     def segment(self, rgb: np.ndarray, boxes: np.ndarray | None = None, labels: Sequence[int | None] | None = None,
-                source: str | None = None) -> tuple[np.ndarray, Prediction]:
+                source: str | None = None, embedding: object = None) -> tuple[np.ndarray, Prediction]:
         prediction = predict_automatic(self.predictor, rgb)
         return label_map_from_prediction(prediction, output_labels(1, None)), prediction
 

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from ..errors import InputError, MedsamkitError
 from ..io.image2d import SUPPORTED_2D_SUFFIXES
 from .prompts import BoxPrompt, prompts_for_image
+from .pipeline import Job, ahead, encoder_slots
 from .segment2d import Segmenter2D
 
 log = logging.getLogger(__name__)
@@ -110,12 +111,23 @@ def run_plan(
     """Segment the images of a :func:`plan_folder` plan (``segmenter`` may be None when it has none)."""
     out_dir = Path(out_dir)
     summary = BatchSummary(skipped=list(plan.skipped), no_boxes=list(plan.no_boxes))
-    bar = tqdm(plan.todo, desc="segment", unit="img", disable=not progress or not plan.todo)
-    for path, mine in bar:
-        output = out_dir / f"{path.stem}.png"
-        overlay = None if overlay_dir is None else Path(overlay_dir) / f"{path.stem}.png"
+    jobs = [Job(path, mine, out_dir / f"{path.stem}.png",
+                 None if overlay_dir is None else Path(overlay_dir) / f"{path.stem}.png") for path, mine in plan.todo]
+    depth = encoder_slots(segmenter)
+    if depth > 1:
+        log.info("encoding up to %d images ahead of the decoder", depth)
+    bar = tqdm(ahead(segmenter, jobs, depth) if depth > 1 else jobs, total=len(jobs), desc="segment", unit="img",
+               disable=not progress or not plan.todo)
+    for job in bar:
+        path = job.path
         try:
-            segmenter.segment_file(path, mine, output, overlay=overlay)
+            if job.error is not None:
+                raise job.error
+            if job.embedding is not None:
+                segmenter.segment_file(path, job.prompts, job.output, overlay=job.overlay, rgb=job.rgb,
+                                       embedding=job.embedding)
+            else:
+                segmenter.segment_file(path, job.prompts, job.output, overlay=job.overlay)
         except MedsamkitError as exc:
             summary.failed[str(path)] = str(exc)
             log.error("%s", exc)

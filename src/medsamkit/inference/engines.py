@@ -13,6 +13,10 @@ by ``benchmarks/bench_engines.py`` on Kvasir-SEG, see ``docs/benchmarks.md``):
 On a GPU, or for the SAM2 family (whose encoder returns several feature maps), ``auto`` is torch.
 An engine that fails to build under ``auto`` is logged and the next one is tried; an engine
 asked for by name fails with a clear error instead.
+
+With an engine for the image encoder, box prompts are decoded on an engine too
+(:func:`build_decoder`: ONNX Runtime fp32, else OpenVINO fp32; their masks equal the torch
+decoder's), all the boxes of an image in one call; clicks and mask prompts stay on torch.
 """
 
 from __future__ import annotations
@@ -136,8 +140,12 @@ class TorchAutocastEncoder:
 
 
 def build_encoder(choice: EngineChoice, loaded: LoadedModel, threads: int | None = None,
-                  cache: Path | None = None, calibration: Sequence[np.ndarray] = ()) -> Callable | None:
-    """The image encoder callable for ``choice`` (None: the model's own torch fp32 encoder)."""
+                  cache: Path | None = None, calibration: Sequence[np.ndarray] = (),
+                  mode: str = "latency") -> Callable | None:
+    """The image encoder callable for ``choice`` (None: the model's own torch fp32 encoder).
+
+    ``mode`` (OpenVINO only): ``latency`` for one image at a time, ``throughput`` for folders
+    (several images in flight through the encoder's ``submit``; the same embeddings)."""
     from ..models.zoo import cache_dir
 
     cache = cache_dir() if cache is None else cache
@@ -147,18 +155,46 @@ def build_encoder(choice: EngineChoice, loaded: LoadedModel, threads: int | None
     if choice.backend == "onnx":
         return OnnxEncoder(model.image_encoder, model.image_size, cache / "onnx", arch, threads)
     return OpenVinoEncoder(model.image_encoder, model.image_size, cache, arch, choice.precision, threads,
-                           calibration)
+                           calibration, mode)
 
 
 def build_first(choices: list[EngineChoice], loaded: LoadedModel, threads: int | None = None,
-                cache: Path | None = None, calibration: Sequence[np.ndarray] = ()) -> tuple[EngineChoice, Callable | None]:
+                cache: Path | None = None, calibration: Sequence[np.ndarray] = (),
+                mode: str = "latency") -> tuple[EngineChoice, Callable | None]:
     """Build the first engine of ``choices`` that works; with several (``auto``) a failure is
     logged and the next is tried, with one it is raised."""
     for i, choice in enumerate(choices):
         try:
-            return choice, build_encoder(choice, loaded, threads, cache, calibration)
+            return choice, build_encoder(choice, loaded, threads, cache, calibration, mode)
         except Exception as exc:
             if i == len(choices) - 1:
                 raise
             log.warning("image encoder engine %s failed (%s); trying %s", choice, exc, choices[i + 1])
     raise MedsamkitError("no engine to run the image encoder")  # only for an empty list
+
+
+#: decoder engines, fastest first (measured, docs/benchmarks.md); fp32: the torch decoder's masks
+DECODER_ORDER: tuple[str, ...] = ("onnx", "openvino")
+
+
+def build_decoder(choice: EngineChoice, loaded: LoadedModel, threads: int | None = None,
+                  cache: Path | None = None) -> Callable | None:
+    """The box decoder engine that goes with an image encoder engine (None: the torch decoder).
+
+    Only with an ONNX Runtime or OpenVINO encoder; a decoder engine that is missing or fails to
+    build is logged and the torch decoder is used."""
+    from ..models.zoo import cache_dir
+    from .decoder_engine import EngineDecoder
+
+    if choice.backend not in ("onnx", "openvino"):
+        return None
+    cache = cache_dir() if cache is None else cache
+    for name in DECODER_ORDER:
+        if not ENGINES[name].available():
+            continue
+        try:
+            return EngineDecoder(loaded.model, cache, loaded.spec.architecture, name, "fp32", threads)
+        except Exception as exc:  # noqa: BLE001 - any failure: the torch decoder still works
+            log.warning("box decoder engine %s failed (%s); trying the next", name, exc)
+    log.info("box decoder: torch (no decoder engine available)")
+    return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -84,10 +84,16 @@ class OpenVinoEncoder:
         precision: fp32, bf16 (needs a CPU with BF16) or int8 (needs ``calibration``).
         threads: inference threads (default: torch's).
         calibration: (1, 3, S, S) float32 model inputs for int8; their digest keys the cached IR.
+        mode: ``latency`` (one request on all threads: one image at a time, the interactive case)
+            or ``throughput`` (OpenVINO's streams, one thread each, and as many requests: several
+            images encoded at once with :meth:`submit`, the folder case). Same embeddings.
     """
 
     def __init__(self, encoder: nn.Module, input_size: int, cache: Path, arch: str, precision: str = "fp32",
-                 threads: int | None = None, calibration: Sequence[np.ndarray] = ()) -> None:
+                 threads: int | None = None, calibration: Sequence[np.ndarray] = (),
+                 mode: str = "latency") -> None:
+        if mode not in ("latency", "throughput"):
+            raise ValueError(f"mode must be latency or throughput, got {mode!r}")
         if not openvino_available():
             raise MedsamkitError("the openvino backend needs openvino and onnx: pip install -e \".[engines]\"")
         if precision not in _HINTS:
@@ -105,14 +111,44 @@ class OpenVinoEncoder:
         blobs.mkdir(parents=True, exist_ok=True)
         core = ov.Core()
         core.set_property({"CACHE_DIR": str(blobs)})
-        config = {"INFERENCE_PRECISION_HINT": _HINTS[precision], "PERFORMANCE_HINT": "LATENCY",
+        config = {"INFERENCE_PRECISION_HINT": _HINTS[precision], "PERFORMANCE_HINT": mode.upper(),
                   "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads())}
         self.compiled = core.compile_model(str(path), "CPU", config)
-        self.request = self.compiled.create_infer_request()
-        self.path, self.precision, self.cache = path, precision, blobs
-        log.info("image encoder: OpenVINO %s, %s (compiled blobs in %s)", precision, path.name, blobs)
+        n = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")) if mode == "throughput" else 1
+        self._idle = [self.compiled.create_infer_request() for _ in range(max(n, 1))]
+        self.request = self._idle[0]
+        self._busy = 0
+        self.path, self.precision, self.cache, self.mode = path, precision, blobs, mode
+        log.info("image encoder: OpenVINO %s %s (%d requests), %s (compiled blobs in %s)", precision, mode,
+                 len(self._idle), path.name, blobs)
+
+    @property
+    def slots(self) -> int:
+        """How many images :meth:`submit` can have in flight (OpenVINO's optimal number of requests)."""
+        return len(self._idle) + self._busy
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
-        out = self.request.infer({0: x})[0]
-        return torch.from_numpy(np.array(out, dtype=np.float32, copy=True))
+        return self.submit(images)()
+
+    def submit(self, images: torch.Tensor) -> Callable[[], torch.Tensor]:
+        """Start encoding ``images`` in the background; the returned function waits for and
+        returns the embedding (later calls return it again). At most :attr:`slots` may be pending."""
+        if not self._idle:
+            raise RuntimeError(f"all {self.slots} OpenVINO requests are busy: collect a result first")
+        request = self._idle.pop()
+        self._busy += 1
+        request.start_async({0: np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)})
+
+        done: list[torch.Tensor] = []
+
+        def result() -> torch.Tensor:
+            if not done:
+                try:
+                    request.wait()
+                    done.append(torch.from_numpy(np.array(request.get_output_tensor(0).data, np.float32, copy=True)))
+                finally:
+                    self._busy -= 1
+                    self._idle.append(request)
+            return done[0]
+
+        return result

@@ -87,18 +87,24 @@ class Predictor:
         model: a :class:`~medsamkit.models.sam.Sam` in eval mode.
         geometry: the model family's geometry (resize, normalise, map prompts and masks).
         encoder: replaces ``model.encode`` (e.g. an :class:`~medsamkit.inference.onnx_encoder.OnnxEncoder`).
+        decoder: decodes box-only prompts (embedding, (N, 4) model-input boxes) -> (logits, IoU)
+            instead of ``model.decode`` (an :class:`~medsamkit.inference.decoder_engine.EngineDecoder`).
     """
 
     #: the model family ("sam2" for :class:`~medsamkit.inference.sam2_predictor.SAM2Predictor`)
     family = "sam"
 
     def __init__(
-        self, model: Sam, geometry: ModelGeometry, encoder: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self, model: Sam, geometry: ModelGeometry, encoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        decoder: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> None:
         self.model = model
         self.geometry = geometry
         # the image encoder to run: the model's own, or a faster equivalent (ONNX Runtime)
         self.encoder = encoder if encoder is not None else model.encode
+        # boxes alone (no clicks, no mask prompt, one mask each) may go to an engine
+        # (:class:`~medsamkit.inference.decoder_engine.EngineDecoder`); the rest to the model
+        self.box_decoder = decoder
         self.embedding: ImageEmbedding | None = None
 
     @property
@@ -112,6 +118,22 @@ class Predictor:
         tensor, frame = self.geometry.prepare_image(image)
         features = self.encoder(tensor.to(self.device)).to(self.device)
         return ImageEmbedding(features=features, frame=frame)
+
+    @torch.inference_mode()
+    def embed_async(self, image: np.ndarray) -> Callable[[], ImageEmbedding]:
+        """Start encoding ``image``; the returned function gives its :class:`ImageEmbedding`.
+
+        With an encoder that has ``submit`` and ``slots`` (OpenVINO in throughput mode) the image
+        is encoded in the background while the caller goes on (up to ``slots`` at once); with
+        any other encoder it is encoded here, before returning."""
+        submit = getattr(self.encoder, "submit", None)
+        if submit is None:
+            embedding = self.embed(image)
+            return lambda: embedding
+        check_rgb_image(image)
+        tensor, frame = self.geometry.prepare_image(image)
+        pending = submit(tensor)
+        return lambda: ImageEmbedding(features=pending().to(self.device), frame=frame)
 
     def set_image(self, image: np.ndarray) -> ImageEmbedding:
         """Encode ``image`` and keep the embedding for the following :meth:`predict` calls."""
@@ -168,9 +190,14 @@ class Predictor:
             empty = np.zeros((0, 1, h, w), np.float32)
             return Prediction(empty > 0, empty, np.zeros((0, 1), np.float32), torch.zeros(0, 1, 256, 256))
         masks_t = None if mask_input is None else mask_input.to(dev, torch.float32)
-        low_res, iou = self.model.decode(
-            self.embedding.features, boxes=box_t, points=point_t, masks=masks_t, multimask_output=multimask_output
-        )
+        if self.box_decoder is not None and point_t is None and masks_t is None and box_t is not None \
+                and not multimask_output and self.embedding.features.shape[0] == 1:
+            low_res, iou = self.box_decoder(self.embedding.features, box_t)
+            low_res, iou = low_res.to(dev), iou.to(dev)
+        else:
+            low_res, iou = self.model.decode(
+                self.embedding.features, boxes=box_t, points=point_t, masks=masks_t, multimask_output=multimask_output
+            )
         logits = self.geometry.logits_to_original(low_res.float(), frame).cpu().numpy()
         return Prediction(
             masks=logits > 0,

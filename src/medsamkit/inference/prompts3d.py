@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -58,6 +59,8 @@ from ..preprocessing.labels import box3d_from_mask, box_from_mask, split_labels
 from .clicks import Click, check_clicks_3d, clicks_from_json
 from .prompts import _label as parse_label
 from .prompts import parse_box
+
+log = logging.getLogger(__name__)
 
 #: The RECIST box's side is the line's length times this (a little room around the lesion).
 RECIST_BOX_SCALE = 1.1
@@ -162,15 +165,19 @@ class PromptSpec:
         key = _slice_index(self.key_slice, "key slice", nz, fail)
         z_range = None
         given = self.z_range is not None or self.kind == "box3d"
+        warn = f"{source}: {where}" if source else where
         if self.z_range is not None:
-            z_range = tuple(_slice_index(z, "z", nz, fail) for z in self.z_range)
+            if self.kind == "points":
+                z_range = tuple(_slice_index(z, "z", nz, fail) for z in self.z_range)
+            else:
+                z_range = _clip_z_range(self.z_range, nz, fail, warn)
         if self.kind == "points":
             return self._resolve_points(key, z_range, nz, fail)
         if self.kind == "box3d":
             x0, y0, z0, x1, y1, z1 = self.values
             if z1 < z0:
                 raise fail(f"is inverted in z (z0 {z0:g} > z1 {z1:g})")
-            z_range = (_slice_index(z0, "z0", nz, fail), _slice_index(z1, "z1", nz, fail))
+            z_range = _clip_z_range((z0, z1), nz, fail, warn)
             box = (x0, y0, x1, y1)
             if key is None:
                 key = int((z_range[1] - z_range[0]) / 2 + z_range[0])
@@ -182,7 +189,7 @@ class PromptSpec:
             box, key, depth_mm = _recist_box(self.values, geometry, (h, w), fail, nz)
             if z_range is None:
                 z_range = _range_around(key, depth_mm, geometry.spacing[0], nz)
-        _check_box(box, (h, w), fail)
+        box = _clip_box(box, (h, w), fail, warn)
         if z_range is None:
             z_range = default_z_range(box, key, geometry, nz)
         z0, z1 = z_range
@@ -219,7 +226,47 @@ def _slice_index(value: float | None, name: str, nz: int, fail) -> int | None:
     return int(value)
 
 
-def _check_box(box: Sequence[float], size: tuple[int, int], fail, allow_empty: bool = False) -> None:
+def _clip_z_range(z_range: Sequence[float], nz: int, fail, warn: str) -> tuple[int, int]:
+    """Whole slice numbers ``z0 <= z1``, clipped to ``0..nz-1`` with a warning; no overlap raises."""
+    z0, z1 = z_range
+    for name, z in (("z0", z0), ("z1", z1)):
+        if not math.isfinite(z) or z != int(z):
+            raise fail(f"{name} {z:g} is not a whole slice number")
+    if z1 < z0:
+        raise fail(f"z range {z0:g},{z1:g} is inverted")
+    if z1 < 0 or z0 > nz - 1:
+        raise fail(f"z range {z0:g}..{z1:g} lies outside the volume's slices 0..{nz - 1}: "
+                   "it does not overlap the volume")
+    clipped = (max(int(z0), 0), min(int(z1), nz - 1))
+    if clipped != (z0, z1):
+        log.warning("%sz range %g..%g reaches past the volume's slices 0..%d; clipped to %d..%d",
+                    warn, z0, z1, nz - 1, *clipped)
+    return clipped
+
+
+def _clip_box(box: Sequence[float], size: tuple[int, int], fail, warn: str) -> tuple[float, ...]:
+    """A user's in-plane box clipped to the ``W x H`` slices with a warning, as 2D boxes are.
+
+    A box that reaches past the slices (as read off a viewer, or with a negative corner) is
+    clipped; only a box with no overlap with them is refused (as are non-finite, inverted and
+    empty boxes).
+    """
+    h, w = size
+    x0, y0, x1, y1 = (float(v) for v in box)
+    _check_box(box, (h, w), fail, outside_ok=True)
+    clipped = (max(x0, 0.0), max(y0, 0.0), min(x1, float(w)), min(y1, float(h)))
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+        text = ",".join(f"{v:g}" for v in box)
+        raise fail(f"box {text} lies outside the {w}x{h} slices (x 0..{w}, y 0..{h}): "
+                   "it does not overlap them")
+    if clipped != (x0, y0, x1, y1):
+        log.warning("%sbox %s reaches past the %dx%d slices; clipped to %s", warn,
+                    ",".join(f"{v:g}" for v in box), w, h, ",".join(f"{v:g}" for v in clipped))
+    return clipped
+
+
+def _check_box(box: Sequence[float], size: tuple[int, int], fail, allow_empty: bool = False,
+               outside_ok: bool = False) -> None:
     """Inverted, empty (unless ``allow_empty``) or outside boxes raise (``x`` in ``0..W``, ``y`` in ``0..H``)."""
     h, w = size
     x0, y0, x1, y1 = box
@@ -230,7 +277,7 @@ def _check_box(box: Sequence[float], size: tuple[int, int], fail, allow_empty: b
         raise fail(f"box {text} is inverted (need x0 <= x1 and y0 <= y1)")
     if not allow_empty and (x1 == x0 or y1 == y0):
         raise fail(f"box {text} has zero width or height")
-    if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
+    if not outside_ok and (x0 < 0 or y0 < 0 or x1 > w or y1 > h):
         raise fail(f"box {text} lies outside the {w}x{h} slices (x 0..{w}, y 0..{h})")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from ..evaluation.overlay import overlay_picture
 from ..io.image2d import Image2D, read_image_2d
 from ..io.writers import check_not_input, image_format, write_image
 from ..preprocessing.intensity import select_scheme, to_rgb_uint8
-from .predictor import Prediction, Predictor, validate_boxes
+from .predictor import ImageEmbedding, Prediction, Predictor, validate_boxes
 from .prompts import BoxPrompt
 from .refine import label_map_from_logits
 from .session import RefineConfig, Session2D
@@ -65,6 +66,10 @@ class Segmenter2D:
     refine: RefineConfig = field(default_factory=RefineConfig)
     _last_scheme: str | None = field(default=None, init=False, repr=False)
 
+    #: the folder runner (:func:`~medsamkit.inference.batch.run_plan`) may read and encode the next
+    #: images while this one is decoded, when the predictor's encoder takes several at once
+    prefetch: ClassVar[bool] = True
+
     def to_rgb(self, image: Image2D) -> np.ndarray:
         """Apply the intensity scheme for the image's kind -> H x W x 3 uint8.
 
@@ -76,19 +81,28 @@ class Segmenter2D:
             self._last_scheme = description
         return to_rgb_uint8(scheme(image.pixels))
 
+    def load_rgb(self, image_path: str | Path, output: str | Path, overlay: str | Path | None = None) -> np.ndarray:
+        """Check that the outputs are writable formats that replace no input, then read the image and
+        apply the intensity scheme -> H x W x 3 uint8."""
+        image_path = Path(image_path)
+        _check_outputs(image_path, output, overlay)
+        return self.to_rgb(read_image_2d(image_path))
+
     def segment(
-        self, rgb: np.ndarray, boxes: np.ndarray, labels: Sequence[int | None] | None = None, source: str | None = None
+        self, rgb: np.ndarray, boxes: np.ndarray, labels: Sequence[int | None] | None = None, source: str | None = None,
+        embedding: ImageEmbedding | None = None,
     ) -> tuple[np.ndarray, Prediction]:
         """Segment all ``boxes`` on one image with one encoder pass and one decoder call."""
         boxes = validate_boxes(boxes, rgb.shape[:2], source)
         labels = list(labels) if labels is not None else [None] * len(boxes)
-        return self.segment_prompts(rgb, [BoxPrompt(tuple(b), label=lab) for b, lab in zip(boxes, labels)], source)
+        return self.segment_prompts(rgb, [BoxPrompt(tuple(b), label=lab) for b, lab in zip(boxes, labels)], source,
+                                    embedding)
 
-    def segment_prompts(self, rgb: np.ndarray, prompts: Sequence[BoxPrompt], source: str | None = None
-                        ) -> tuple[np.ndarray, Prediction]:
-        """Segment the objects ``prompts`` (boxes and/or clicks) on one image: one encoder pass,
-        the boxes in one decoder call, then the clicks replayed in order (a
-        :class:`~medsamkit.inference.session.Session2D`)."""
+    def segment_prompts(self, rgb: np.ndarray, prompts: Sequence[BoxPrompt], source: str | None = None,
+                        embedding: ImageEmbedding | None = None) -> tuple[np.ndarray, Prediction]:
+        """Segment the objects ``prompts`` (boxes and/or clicks) on one image: one encoder pass
+        (none when ``embedding``, the image's, is given), the boxes in one decoder call, then the
+        clicks replayed in order (a :class:`~medsamkit.inference.session.Session2D`)."""
         if len(prompts) == 0:
             raise InputError(source, "no box given for this image")
         labels = output_labels(len(prompts), [p.label for p in prompts])
@@ -99,7 +113,7 @@ class Segmenter2D:
             self.predictor.set_image(rgb)
             prediction = self.predictor.predict(boxes=boxes)
             return label_map_from_prediction(prediction, labels), prediction
-        session = Session2D(self.predictor, rgb, self.refine)
+        session = Session2D(self.predictor, rgb, self.refine, embedding)
         session.add_objects([(p.box, p.points, lab) for p, lab in zip(prompts, labels)], source=source)
         objects = session.objects
         prediction = Prediction(
@@ -117,29 +131,27 @@ class Segmenter2D:
         output: str | Path,
         labels: Sequence[int | None] | None = None,
         overlay: str | Path | None = None,
+        *,
+        rgb: np.ndarray | None = None,
+        embedding: ImageEmbedding | None = None,
     ) -> np.ndarray:
         """Read, segment and write the mask (and optionally the overlay) atomically.
 
         ``boxes``: an (N, 4) array (with ``labels``) or :class:`BoxPrompt` objects (boxes and/or
-        clicks, their own labels).
+        clicks, their own labels). ``rgb`` (from :meth:`load_rgb`) and ``embedding`` (its
+        encoding) skip the reading and the encoder: the folder pipeline does both ahead.
         """
         image_path = Path(image_path)
-        for out, kind in ((output, "mask"), (overlay, "picture")):
-            if out is not None:
-                check_not_input(out, [image_path])
-                image_format(out, kind)  # before any work: the named format, lossless for masks
-        if overlay is not None and Path(overlay).resolve() == Path(output).resolve():
-            raise InputError(overlay, "the overlay would replace the mask: give the overlay another path")
-        image = read_image_2d(image_path)
-        rgb = self.to_rgb(image)
+        if rgb is None:
+            rgb = self.load_rgb(image_path, output, overlay)
         prompts = boxes if _are_prompts(boxes) else None
         if prompts is not None:
-            label_map, _ = self.segment_prompts(rgb, prompts, source=str(image_path))
+            label_map, _ = self.segment_prompts(rgb, prompts, source=str(image_path), embedding=embedding)
             ids = output_labels(len(prompts), [p.label for p in prompts])
             drawn = [(p.box, lab) for p, lab in zip(prompts, ids) if p.box is not None]
             clicks = [(c.x, c.y, c.label) for p in prompts for c in p.points]
         else:
-            label_map, _ = self.segment(rgb, boxes, labels, source=str(image_path))
+            label_map, _ = self.segment(rgb, boxes, labels, source=str(image_path), embedding=embedding)
             ids = output_labels(len(boxes), labels)
             drawn = list(zip(np.asarray(boxes).reshape(-1, 4), ids))
             clicks = []
@@ -148,6 +160,15 @@ class Segmenter2D:
             picture = overlay_picture(rgb, label_map, [b for b, _ in drawn], [lab for _, lab in drawn], clicks=clicks)
             write_image(overlay, picture, "picture")
         return label_map
+
+
+def _check_outputs(image_path: Path, output: str | Path, overlay: str | Path | None) -> None:
+    for out, kind in ((output, "mask"), (overlay, "picture")):
+        if out is not None:
+            check_not_input(out, [image_path])
+            image_format(out, kind)  # before any work: the named format, lossless for masks
+    if overlay is not None and Path(overlay).resolve() == Path(output).resolve():
+        raise InputError(overlay, "the overlay would replace the mask: give the overlay another path")
 
 
 def _are_prompts(boxes: object) -> bool:

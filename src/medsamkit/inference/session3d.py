@@ -28,14 +28,16 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..choices import DEFAULT_OVERLAP, OVERLAP_RULES
 from ..errors import InputError
 from .clicks import Click, check_clicks_3d, prompt_record
 from .predictor import Predictor
 from .prompts3d import VolumePrompt, check_prompt
-from .propagate import PropagationConfig, Propagator, SliceSource, VolumeSlices
-from .refine import MaskResult, label_map_from_logits
+from .propagate import PropagationConfig, Propagator, SliceResult, SliceSource, VolumeSlices
+from .refine import MaskResult
 from .session import History, RefineConfig, _next_label, as_click
 from .slice_refiner import EmbeddingLRU, SliceRefiner
+from .volume3d import LabelAssembler
 from .volume_objects import Monitor, SliceState, VolumeObject, VolumeRefiner
 
 __all__ = ["EmbeddingLRU", "Monitor", "PropagatorRefiner", "Session3D", "SliceRefiner", "SliceState",
@@ -100,7 +102,10 @@ class Session3D:
 
     def __init__(self, predictor: Predictor, volume: np.ndarray | SliceSource, config: RefineConfig | None = None,
                  propagation: PropagationConfig | None = None, refiner: VolumeRefiner | None = None,
-                 max_cached_embeddings: int = 64) -> None:
+                 max_cached_embeddings: int = 64, overlap: str = DEFAULT_OVERLAP) -> None:
+        if overlap not in OVERLAP_RULES:
+            raise ValueError(f"overlap must be one of {OVERLAP_RULES}, got {overlap!r}")
+        self.overlap = overlap
         self.slices: SliceSource = VolumeSlices(volume) if isinstance(volume, np.ndarray) else volume
         self.shape = tuple(int(s) for s in self.slices.shape)
         self.config = config or RefineConfig()
@@ -123,12 +128,18 @@ class Session3D:
 
     def label_slice(self, z: int) -> np.ndarray:
         """(y, x) label map of slice ``z`` alone (as :meth:`label_map` has it, without the rest)."""
+        return self._assemble([z], (1, *self.shape[1:]))[0]
+
+    def _assemble(self, zs: Sequence[int], shape: tuple[int, ...]) -> np.ndarray:
+        """Slices ``zs`` of the label map into a volume of ``shape`` (row k holds ``zs[k]``)."""
         objects = self.objects
-        dtype = np.uint8 if max((o.label for o in objects), default=0) <= 255 else np.uint16
-        present = [o for o in objects if z in o.slices]
-        labels = label_map_from_logits([o.slices[z].result.logits for o in present], [o.label for o in present],
-                                       self.shape[1:])
-        return labels.astype(dtype, copy=False)
+        assembler = LabelAssembler(shape, [o.label for o in objects], self.overlap)
+        for row, z in enumerate(zs):
+            present = [(i, o.slices[z].result) for i, o in enumerate(objects) if z in o.slices]
+            if present:
+                assembler.add(SliceResult(row, tuple(i for i, _ in present), np.stack([r.mask for _, r in present]),
+                                          np.stack([r.logits for _, r in present]), final=True))
+        return assembler.volume
 
     def prompt_records(self) -> list[dict]:
         """The objects as prompts-file entries (the 2D box with its key slice and z range, the
@@ -137,15 +148,10 @@ class Session3D:
                               z_range=list(o.given_range or o.z_range)) for o in self.objects]
 
     def label_map(self) -> np.ndarray:
-        """(z, y, x) label volume: a voxel claimed by several objects goes to the highest logit."""
-        objects = self.objects
-        dtype = np.uint8 if max((o.label for o in objects), default=0) <= 255 else np.uint16
-        out = np.zeros(self.shape, dtype)
-        for z in sorted({z for o in objects for z in o.slices}):
-            present = [o for o in objects if z in o.slices]
-            out[z] = label_map_from_logits([o.slices[z].result.logits for o in present],
-                                           [o.label for o in present], self.shape[1:])
-        return out
+        """(z, y, x) label volume. A voxel several objects claim goes by the session's ``overlap``
+        rule, as in ``segment_volume`` and the CLI: ``"last"`` (default) to the object added last,
+        ``"logit"`` to the highest logit, ``"smallest"`` to the smallest mask on that slice."""
+        return self._assemble(range(self.shape[0]), self.shape)
 
     @property
     def can_undo(self) -> bool:
