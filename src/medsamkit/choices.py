@@ -14,7 +14,7 @@ from __future__ import annotations
 
 #: registry models (``--model``), in the order ``medsamkit models`` lists them
 MODEL_NAMES: tuple[str, ...] = (
-    "litemedsam", "medsam-vit-b", "sam-vit-b", "sam-vit-l", "sam-vit-h",
+    "litemedsam", "litemedsam-clicks", "medsam-vit-b", "sam-vit-b", "sam-vit-l", "sam-vit-h",
     "medsam2",
     "sam2-hiera-tiny", "sam2-hiera-small", "sam2-hiera-base-plus", "sam2-hiera-large",
     "sam2.1-hiera-tiny", "sam2.1-hiera-small", "sam2.1-hiera-base-plus", "sam2.1-hiera-large",

@@ -60,7 +60,8 @@ def lite():
 
 def test_registry_names_and_default():
     sam2 = {f"sam2{v}-hiera-{s}" for v in ("", ".1") for s in ("tiny", "small", "base-plus", "large")}
-    assert set(MODELS) == {"litemedsam", "medsam-vit-b", "sam-vit-b", "sam-vit-l", "sam-vit-h", "medsam2"} | sam2
+    assert set(MODELS) == {"litemedsam", "litemedsam-clicks", "medsam-vit-b", "sam-vit-b", "sam-vit-l", "sam-vit-h",
+                           "medsam2"} | sam2
     assert DEFAULT_MODEL == "litemedsam"
     for name, spec in MODELS.items():
         assert spec.name == name and get_spec(name) is spec

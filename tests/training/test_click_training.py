@@ -59,6 +59,42 @@ def test_the_interactive_loop_adds_one_click_per_step_and_feeds_logits_back():
         ClickTraining(steps=-1)
 
 
+def test_sampled_backprop_keeps_gradient_on_the_box_step_and_one_click_step_only():
+    torch.manual_seed(0)
+    model = tiny_sam().train()
+    calls = []
+    original = model.decode
+
+    def spy(embeddings, boxes=None, points=None, masks=None, multimask_output=False):
+        calls.append((None if points is None else points[0].shape[1], torch.is_grad_enabled()))
+        return original(embeddings, boxes=boxes, points=points, masks=masks, multimask_output=multimask_output)
+
+    model.decode = spy
+    batch = batch_of(make_samples(2))
+    with torch.no_grad():
+        embeddings = model.encode(batch["image"])
+    config = ClickTraining(steps=4, mask_prompt=0.0, backprop="sampled")
+    drawn = set()
+    for seed in range(12):
+        calls.clear()
+        steps = interactive_steps(model, embeddings, batch["box"], batch["mask"], batch["valid"], config,
+                                  np.random.RandomState(seed))
+        last = calls[-1][0]
+        drawn.add(last)
+        # the clicks accumulate up to the drawn step and stop there; gradient on the box and that step only
+        assert [c[0] for c in calls] == [None, *range(1, last + 1)]
+        assert [c[1] for c in calls] == [True, *([False] * (last - 1)), True]
+        assert len(steps) == 2 and all(logits.requires_grad for logits, _ in steps)
+    assert drawn <= {1, 2, 3, 4} and len(drawn) > 1  # a uniform draw over the click steps
+    calls.clear()
+    with torch.no_grad():  # validation: every step, as with backprop="all"
+        steps = interactive_steps(model, embeddings, batch["box"], batch["mask"], batch["valid"], config,
+                                  np.random.RandomState(0))
+    assert len(steps) == 5 and [c[0] for c in calls] == [None, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="backprop"):
+        ClickTraining(steps=1, backprop="some")
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     torch.manual_seed(0)
@@ -67,6 +103,7 @@ def trained(tmp_path_factory):
     base = tiny_sam().eval()
     base_state = {k: v.clone() for k, v in base.state_dict().items()}
     config = quick_config(out, "--model.mode", "decoder-lora", "--model.lora.rank", "4", "--model.clicks.steps", "2",
+                          "--model.clicks.backprop", "sampled",
                           "--model.clicks.mask_prompt", "0.5", "--trainer.max_epochs", "2", "--output.csv", "false",
                           "--loss.iou_mse", "1.0")
     result = fit(config, data, model=base, geometry=TinyGeometry())

@@ -133,7 +133,7 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
         if guess is not None:
             from .registry import MODELS
 
-            names = [s.name for s in MODELS.values() if s.key_layout == guess]
+            names = [s.name for s in MODELS.values() if s.key_layout == guess and s.adapter_of is None]
             choice = f" ({' or '.join(names)})" if names else ""
             parts.append(f"The file looks like a {guess} checkpoint; pick the matching --model{choice}.")
         raise CheckpointError(" ".join(parts))

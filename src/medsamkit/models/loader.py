@@ -44,7 +44,7 @@ def spec_for_checkpoint(state: dict[str, torch.Tensor], path: Path, name: str | 
             f"{path}: not a recognised SAM-family checkpoint (no TinyViT, ViT-B/L/H or SAM2 Hiera image encoder "
             f"keys); name the model with --model ({', '.join(MODELS)})"
         )
-    candidates = [s for s in MODELS.values() if s.key_layout == arch]
+    candidates = [s for s in MODELS.values() if s.key_layout == arch and s.adapter_of is None]
     if len(candidates) == 1:
         return candidates[0]
     medsam_file = "medsam" in path.name.lower()
@@ -92,7 +92,8 @@ def load_model(
 
     With ``checkpoint`` the file is used as given and the architecture is recognised from its
     keys unless ``name`` is given; otherwise the registry's weights are located (packaged file
-    or cache) or downloaded.
+    or cache) or downloaded. A registry model whose weights are an adapter (``adapter_of``, e.g.
+    ``litemedsam-clicks``) is its base model's weights with the adapter merged in.
     """
     from .zoo import ensure_weights
 
@@ -108,6 +109,15 @@ def load_model(
     else:
         spec = get_spec(name or DEFAULT_MODEL)
         path = Path(ensure_weights(spec.weights, allow_download=allow_download))
+        if spec.adapter_of is not None:
+            adapter = _adapter(path)
+            if adapter is None:
+                raise CheckpointError(f"{path}: the weights of {spec.name} must be an adapter file of "
+                                      f"{spec.adapter_of} (medsamkit fit, model.mode decoder-lora)")
+            if adapter.get("base") != spec.adapter_of:
+                raise CheckpointError(f"{path}: an adapter of {adapter.get('base')!r}, but {spec.name} "
+                                      f"adapts {spec.adapter_of!r}")
+            return _load_with_adapter(adapter, path, spec.adapter_of, dev, allow_download, spec)
         state = read_checkpoint(path)
     model = spec.build()
     load_state_dict_strict(model, state, source=str(path), model_name=spec.name)
@@ -129,12 +139,13 @@ def _adapter(path: Path) -> dict | None:
 
 
 def _load_with_adapter(adapter: dict, path: Path, name: str | None, dev: torch.device,
-                       allow_download: bool) -> LoadedModel:
-    """A registry model's official weights with an adapter file (:mod:`.adapters`) merged in."""
+                       allow_download: bool, spec: ModelSpec | None = None) -> LoadedModel:
+    """A registry model's official weights with an adapter file (:mod:`.adapters`) merged in;
+    ``spec`` names the result (default: the base model's)."""
     from .adapters import apply_adapter
 
     base = load_model(name or adapter.get("base"), None, device="cpu", allow_download=allow_download)
     model = apply_adapter(base.model, adapter, source=str(path))
     model.to(dev).eval()
     log.debug("model %s with adapter %s on %s", base.spec.name, path, dev)
-    return LoadedModel(model=model, spec=base.spec, weights_path=path, device=dev)
+    return LoadedModel(model=model, spec=spec or base.spec, weights_path=path, device=dev)

@@ -103,6 +103,9 @@ class ModelSpec:
         family: "sam" (SAM, MedSAM, LiteMedSAM: :class:`~medsamkit.models.sam.Sam`) or "sam2"
             (SAM2, SAM2.1, MedSAM2: :class:`~medsamkit.models.sam2.base.SAM2Base`); picks the
             predictor and the 3D propagation strategy.
+        adapter_of: for a model whose weights file is an adapter (:mod:`.adapters`) merged into
+            another registry model's weights at load, that model's name; None for full checkpoints
+            (only those are candidates when a checkpoint's architecture is recognised from its keys).
     """
 
     name: str
@@ -111,6 +114,7 @@ class ModelSpec:
     weights: str
     description: str
     family: str = "sam"
+    adapter_of: str | None = None
 
     def build(self) -> nn.Module:
         return ARCHITECTURES[self.architecture]()
@@ -126,6 +130,9 @@ MODELS: dict[str, ModelSpec] = {
     for spec in (
         ModelSpec("litemedsam", "tinyvit", "litemedsam", "litemedsam",
                   "LiteMedSAM: TinyViT at 256 px, 9.8M parameters, CPU-friendly (default)"),
+        ModelSpec("litemedsam-clicks", "tinyvit", "litemedsam", "litemedsam-clicks",
+                  "LiteMedSAM with a 1.8 MB decoder adapter taught to use clicks (box + clicks refinement; "
+                  "trained on 3 ACDC cardiac MR patients, docs/refinement.md)", adapter_of="litemedsam"),
         ModelSpec("medsam-vit-b", "vit-b", "medsam", "medsam-vit-b",
                   "MedSAM: SAM ViT-B tuned on 1.5M medical image/mask pairs, 1024 px"),
         ModelSpec("sam-vit-b", "vit-b", "sam", "sam-vit-b", "SAM ViT-B (natural images), 1024 px"),

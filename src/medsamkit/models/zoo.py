@@ -84,6 +84,18 @@ WEIGHTS: dict[str, WeightsSource] = {
     # pinned by many public projects, all with the MD5 Zenodo lists for it (3bb6db55...). No
     # public SHA-256 of the file was found: sha256 is None and the MD5 is checked instead.
     # Size unknown (about 358 MiB).
+    # LiteMedSAM taught to use clicks: a decoder adapter (src/medsamkit/models/weights/, 1.8 MB)
+    # merged into lite_medsam.pth at load; trained with configs/litemedsam-clicks.yaml
+    # (docs/refinement.md), so "medsamkit fit" rebuilds it from the ACDC data.
+    "litemedsam-clicks": WeightsSource(
+        filename="litemedsam-clicks.adapter.pt",
+        urls=(),
+        sha256="a707b16acbb2b4d7f9e49b941371defde0c2cd258d7fbe7a1d43a048269bbb15",
+        size=1829087,
+        package="medsamkit",
+        package_path="models/weights/litemedsam-clicks.adapter.pt",
+        install_hint="it ships with medsamkit; rebuild it with medsamkit fit --config configs/litemedsam-clicks.yaml",
+    ),
     "medsam-vit-b": WeightsSource(
         filename="medsam_vit_b.pth",
         urls=("https://zenodo.org/records/10689643/files/medsam_vit_b.pth?download=1",),

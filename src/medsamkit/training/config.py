@@ -40,10 +40,13 @@ class ClicksConfig:
     steps: click steps after the box step, each adding one simulated click per sample at the centre
         of the largest error region (0: box-only training).
     mask_prompt: probability per batch that click steps also get the previous logits as the mask prompt.
+    backprop: ``all`` (every step carries gradient) or ``sampled`` (the box step and one random click
+        step; the click steps before it run without gradient: about 2.5x cheaper with 5 steps).
     """
 
     steps: int = 0
     mask_prompt: float = 0.5
+    backprop: str = "all"
 
 
 @dataclass

@@ -78,7 +78,7 @@ def build_net(config: FitConfig, model: nn.Module | None = None) -> nn.Module:
 
         return Sam2Net(model, m.mode)
     return SamNet(model, m.mode, m.automatic, m.lora, train_iou_head=config.loss.iou_mse > 0,
-                  clicks=ClickTraining(m.clicks.steps, m.clicks.mask_prompt))
+                  clicks=ClickTraining(m.clicks.steps, m.clicks.mask_prompt, m.clicks.backprop))
 
 
 def is_sam2(config: FitConfig) -> bool:

@@ -10,6 +10,12 @@ step's low-resolution logits (detached) as the mask prompt. A sample whose predi
 perfect gets a padding point (label -1: "not a point") for that step. Every step's logits are
 returned, so the loss covers the box step and each click step.
 
+With ``backprop="sampled"`` (the cheap variant of SAM's loop: its iterative clicks are sampled
+without gradient) only two steps carry gradient: the box step and one click step drawn uniformly
+from 1..``steps`` per batch; the click steps before it run under ``torch.no_grad()`` (they only
+place the clicks) and the steps after it are not run. On the average a batch costs two decodes
+with gradient plus ``(steps - 1) / 2`` without, instead of ``steps + 1`` with gradient.
+
 Coordinates are in the model-input frame (the cache's masks and boxes live there); the errors are
 computed inside the valid (unpadded) region only.
 """
@@ -26,6 +32,10 @@ from ..evaluation.interactive import next_click
 from ..models.sam import Sam
 
 
+#: which interactive steps carry gradient (:class:`ClickTraining`)
+BACKPROP = ("all", "sampled")
+
+
 @dataclass(frozen=True)
 class ClickTraining:
     """The simulated interaction of each training sample.
@@ -34,16 +44,21 @@ class ClickTraining:
         steps: click steps after the box step (0: box-only training).
         mask_prompt: probability, per batch, that the click steps feed the previous logits back as
             the mask prompt (the CLI and sessions can run either way).
+        backprop: ``"all"`` (every step's logits carry gradient and are returned) or
+            ``"sampled"`` (the box step and one random click step; module docstring).
     """
 
     steps: int = 0
     mask_prompt: float = 0.5
+    backprop: str = "all"
 
     def __post_init__(self) -> None:
         if self.steps < 0:
             raise ValueError(f"click steps must be >= 0, got {self.steps}")
         if not 0.0 <= self.mask_prompt <= 1.0:
             raise ValueError(f"mask_prompt is a probability, got {self.mask_prompt}")
+        if self.backprop not in BACKPROP:
+            raise ValueError(f"backprop must be one of {', '.join(BACKPROP)}, got {self.backprop!r}")
 
 
 def simulate_clicks(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
@@ -71,19 +86,27 @@ def simulate_clicks(logits: torch.Tensor, target: torch.Tensor, valid: torch.Ten
 def interactive_steps(model: Sam, embeddings: torch.Tensor, boxes: torch.Tensor, target: torch.Tensor,
                       valid: torch.Tensor, config: ClickTraining, rng: np.random.RandomState
                       ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Run the box step and ``config.steps`` click steps; returns each step's (logits, iou)."""
+    """Run the box step and the click steps; returns the (logits, iou) of each step that carries
+    gradient: all ``config.steps + 1`` with ``backprop="all"`` (or under ``torch.no_grad()``), the
+    box step and one drawn click step with ``"sampled"``."""
     outputs = [model.decode(embeddings, boxes=boxes)]
     size = target.shape[-2:]
     scale = model.image_size / size[-1]  # mask frame -> model-input frame (1 when they agree)
     use_mask = rng.random_sample() < config.mask_prompt
+    sampled = config.backprop == "sampled" and torch.is_grad_enabled()
+    last = int(rng.randint(1, config.steps + 1)) if sampled and config.steps else config.steps
     points = torch.zeros((len(boxes), 0, 2), device=boxes.device)
     labels = torch.zeros((len(boxes), 0), dtype=torch.int64, device=boxes.device)
-    for _ in range(config.steps):
-        low_res, _ = outputs[-1]
-        current = F.interpolate(low_res.detach().float(), size=size, mode="bilinear", align_corners=False)
+    previous = outputs[0][0]
+    for step in range(1, last + 1):
+        current = F.interpolate(previous.detach().float(), size=size, mode="bilinear", align_corners=False)
         xy, lab = simulate_clicks(current, target, valid, rng)
         points = torch.cat([points, torch.as_tensor(xy * scale, dtype=points.dtype, device=points.device)[:, None]], 1)
         labels = torch.cat([labels, torch.as_tensor(lab, device=labels.device)[:, None]], 1)
-        masks = low_res.detach() if use_mask else None
-        outputs.append(model.decode(embeddings, boxes=boxes, points=(points, labels), masks=masks))
+        masks = previous.detach() if use_mask else None
+        with torch.set_grad_enabled(torch.is_grad_enabled() and (not sampled or step == last)):
+            out = model.decode(embeddings, boxes=boxes, points=(points, labels), masks=masks)
+        previous = out[0]
+        if not sampled or step == last:
+            outputs.append(out)
     return outputs
