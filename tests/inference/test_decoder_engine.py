@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from medsamkit.inference import decoder_engine, engines
+from medsamkit.inference.box_decoder_graph import supports
 from medsamkit.inference.decoder_engine import EngineDecoder
 from medsamkit.inference.engines import ENGINES, EngineChoice, build_decoder
 from medsamkit.inference.factory import make_predictor
@@ -72,6 +73,21 @@ def test_no_decoder_engine_for_torch_or_when_missing_or_failing(loaded, tmp_path
     assert "no CPU plugin" in caplog.text
     monkeypatch.setitem(ENGINES, "onnx", dataclasses.replace(ENGINES["onnx"], available=lambda: False))
     assert build_decoder(EngineChoice("openvino", "bf16"), loaded, cache=tmp_path) is None
+
+
+def test_a_wrapped_attention_layer_keeps_the_torch_decoder(tmp_path):
+    torch.manual_seed(0)
+    model = ARCHITECTURES["tinyvit"]().eval()
+
+    class Wrapped(torch.nn.Linear):  # e.g. an unmerged LoRA layer: its weight is not the whole story
+        pass
+
+    assert supports(model)
+    attn = model.mask_decoder.transformer.layers[1].cross_attn_token_to_image
+    attn.k_proj = Wrapped(attn.k_proj.in_features, attn.k_proj.out_features)
+    wrapped = LoadedModel(model, get_spec("litemedsam"), Path("random"), torch.device("cpu"))
+    assert build_decoder(EngineChoice("onnx", "fp32"), wrapped, cache=tmp_path) is None
+    assert not any(tmp_path.rglob("*.onnx"))
 
 
 class Spy:

@@ -27,6 +27,20 @@ from ..models.sam import Sam
 from ..models.transformer import Attention
 
 
+def supports(model: Sam) -> bool:
+    """True when the decoder is the plain SAM one that this graph rearranges: every attention
+    projection an ``nn.Linear`` itself (a wrapped layer, e.g. an unmerged LoRA, adds to its
+    output what reading its weight would miss)."""
+    from ..models.mask_decoder import MaskDecoder
+    from ..models.transformer import TwoWayTransformer
+
+    md = model.mask_decoder
+    if type(md) is not MaskDecoder or type(md.transformer) is not TwoWayTransformer:
+        return False
+    return all(type(getattr(m, name)) is nn.Linear for m in md.transformer.modules() if isinstance(m, Attention)
+               for name in ("q_proj", "k_proj", "v_proj", "out_proj"))
+
+
 def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     """(..., n, h*d) -> (..., h, n, d)."""
     *lead, n, c = x.shape

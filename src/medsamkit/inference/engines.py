@@ -186,7 +186,12 @@ def build_decoder(choice: EngineChoice, loaded: LoadedModel, threads: int | None
     from ..models.zoo import cache_dir
     from .decoder_engine import EngineDecoder
 
+    from .box_decoder_graph import supports
+
     if choice.backend not in ("onnx", "openvino"):
+        return None
+    if not supports(loaded.model):
+        log.info("box decoder: torch (the mask decoder is not the plain SAM one the engine graph rearranges)")
         return None
     cache = cache_dir() if cache is None else cache
     for name in DECODER_ORDER:
