@@ -13,7 +13,8 @@ another order so that most of the per-box work is gone:
   token->image attention adds the same number to every score of a query, which the softmax
   removes, so it is left out.
 
-Only the output upscaling (two transposed convolutions) stays at full size per box. Logits agree
+Only the output upscaling (two transposed convolutions) stays at full size per box; it runs
+channels-last as per-pixel matrix products, with no transpose of the feature maps. Logits agree
 with the torch decoder to float rounding (``tests/inference/test_decoder_engine.py``).
 """
 
@@ -25,6 +26,9 @@ from torch import nn
 
 from ..models.sam import Sam
 from ..models.transformer import Attention
+
+#: part of the exported file's name: a changed graph is exported anew, not read from an old cache
+GRAPH_VERSION = 2
 
 
 def supports(model: Sam) -> bool:
@@ -132,10 +136,31 @@ class BoxDecoderGraph(nn.Module):
         queries = tf.norm_final_attn(queries + _token_to_image(tf.final_attn_token_to_image, queries + tokens,
                                                                keys + key_pe, keys))
 
-        h, w = pe.image_embedding_size
-        src = keys.transpose(1, 2).reshape(b, -1, h, w)
-        upscaled = md.output_upscaling(src)  # (B, C/8, 4h, 4w)
         hyper = md.output_hypernetworks_mlps[0](queries[:, 1])  # the single-mask output's token
-        masks = (hyper.unsqueeze(1) @ upscaled.flatten(2)).reshape(b, 1, 4 * h, 4 * w)
+        masks = _upscaled_mask(md.output_upscaling, keys, hyper, pe.image_embedding_size)
         iou = md.iou_prediction_head(queries[:, 0])[:, :1]
         return masks, iou
+
+
+def _per_pixel(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """A kernel-2 stride-2 transposed convolution as a per-pixel linear map: weight (Cin, 4 * Cout)
+    with outputs ordered (dy, dx, channel), and the bias repeated for the 4 sub-pixels."""
+    cin, cout = conv.in_channels, conv.out_channels  # ints, constants in the export
+    return conv.weight.permute(0, 2, 3, 1).reshape(cin, 4 * cout), conv.bias.repeat(4)
+
+
+def _upscaled_mask(upscaling: nn.Sequential, keys: torch.Tensor, hyper: torch.Tensor,
+                   size: tuple[int, int]) -> torch.Tensor:
+    """``hyper . upscaling(keys as an image)`` -> (B, 1, 4h, 4w), channels last: each transposed
+    convolution (kernel 2, stride 2) is a matrix product per pixel, the layer norm and GELUs act
+    per pixel, and the sub-pixels are put in place once, on the single-channel mask."""
+    conv1, norm, act1, conv2, act2 = upscaling
+    b = keys.shape[0]
+    h, w = size
+    w1, b1 = _per_pixel(conv1)
+    x = (keys @ w1 + b1).reshape(b, h * w * 4, -1)  # (B, HW * 4 sub-pixels, C/4)
+    x = act1(F.layer_norm(x, (conv1.out_channels,), norm.weight, norm.bias, norm.eps))
+    w2, b2 = _per_pixel(conv2)
+    x = act2((x @ w2 + b2).reshape(b, h * w * 16, -1))  # (B, HW * 16, C/8)
+    m = (x @ hyper.unsqueeze(2)).reshape(b, h, w, 2, 2, 2, 2)  # (B, i, j, dy1, dx1, dy2, dx2)
+    return m.permute(0, 1, 3, 5, 2, 4, 6).reshape(b, 1, 4 * h, 4 * w)

@@ -21,7 +21,7 @@ import torch
 
 from ..errors import MedsamkitError
 from ..models.sam import Sam
-from .box_decoder_graph import BoxDecoderGraph
+from .box_decoder_graph import GRAPH_VERSION, BoxDecoderGraph
 from .onnx_encoder import _weights_key, onnx_available
 from .openvino_encoder import cpu_tag, openvino_available
 
@@ -36,7 +36,7 @@ def decoder_key(model: Sam) -> str:
 def exported_decoder(model: Sam, cache: Path, arch: str) -> Path:
     """The ONNX file of the box decoder under ``cache``: exported once (atomically), then reused."""
     cache.mkdir(parents=True, exist_ok=True)
-    path = cache / f"{arch}-boxdecoder-{decoder_key(model)}.onnx"
+    path = cache / f"{arch}-boxdecoder{GRAPH_VERSION}-{decoder_key(model)}.onnx"
     if path.exists():
         return path
     log.info("exporting the box decoder to ONNX once (cached at %s)", path)
