@@ -124,6 +124,8 @@ def test_folder_run_in_throughput_mode_writes_the_latency_mode_masks(loaded, tmp
     for mode in ("latency", "throughput"):
         predictor = make_predictor(loaded, backend="openvino", precision="fp32", threads=2, mode=mode)
         seg = Segmenter2D(predictor)
+        if predictor.box_decoder is not None:  # a folder run's decoder threads sleep when idle
+            assert predictor.box_decoder.spin == (mode == "latency")
         assert encoder_slots(seg) == (1 if mode == "latency" else predictor.encoder.slots) and \
             (mode == "latency" or predictor.encoder.slots >= 2)
         out = tmp_path / mode

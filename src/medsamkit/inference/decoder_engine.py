@@ -67,10 +67,12 @@ class EngineDecoder:
         backend: ``openvino`` or ``onnx``.
         precision: fp32 or bf16 (OpenVINO on a CPU with BF16).
         threads: inference threads (default: torch's).
+        spin: let ONNX Runtime's idle threads spin (fastest single calls, the interactive case);
+            False for folder runs, where the encoder works on the same cores meanwhile.
     """
 
     def __init__(self, model: Sam, cache: Path, arch: str, backend: str = "openvino", precision: str = "fp32",
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, spin: bool = True) -> None:
         threads = int(threads or torch.get_num_threads())
         if backend == "openvino":
             if not openvino_available():
@@ -96,11 +98,13 @@ class EngineDecoder:
             path = exported_decoder(model, cache / "onnx", arch)
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads
+            if not spin:  # idle threads sleep instead of spinning: they leave the cores to the encoder
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             self._run = lambda e, b: session.run(None, {"embedding": e, "boxes": b})
         else:
             raise MedsamkitError(f"no decoder engine {backend!r}: openvino or onnx")
-        self.backend, self.precision, self.path = backend, precision, path
+        self.backend, self.precision, self.path, self.spin = backend, precision, path, spin
         log.info("box decoder: %s %s, %s", backend, precision, path.name)
 
     def __call__(self, embedding: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -178,11 +178,12 @@ DECODER_ORDER: tuple[str, ...] = ("onnx", "openvino")
 
 
 def build_decoder(choice: EngineChoice, loaded: LoadedModel, threads: int | None = None,
-                  cache: Path | None = None) -> Callable | None:
+                  cache: Path | None = None, spin: bool = True) -> Callable | None:
     """The box decoder engine that goes with an image encoder engine (None: the torch decoder).
 
     Only with an ONNX Runtime or OpenVINO encoder; a decoder engine that is missing or fails to
-    build is logged and the torch decoder is used."""
+    build is logged and the torch decoder is used. ``spin=False`` (folder runs): ONNX Runtime's
+    idle threads sleep, leaving the cores to the encoder (measured in docs/benchmarks.md)."""
     from ..models.zoo import cache_dir
     from .decoder_engine import EngineDecoder
 
@@ -198,7 +199,7 @@ def build_decoder(choice: EngineChoice, loaded: LoadedModel, threads: int | None
         if not ENGINES[name].available():
             continue
         try:
-            return EngineDecoder(loaded.model, cache, loaded.spec.architecture, name, "fp32", threads)
+            return EngineDecoder(loaded.model, cache, loaded.spec.architecture, name, "fp32", threads, spin)
         except Exception as exc:  # noqa: BLE001 - any failure: the torch decoder still works
             log.warning("box decoder engine %s failed (%s); trying the next", name, exc)
     log.info("box decoder: torch (no decoder engine available)")

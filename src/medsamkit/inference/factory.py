@@ -36,7 +36,7 @@ def make_predictor(loaded: LoadedModel, encoder: Callable[[torch.Tensor], object
         choice, encoder = build_first(choose_engines(backend, precision, loaded), loaded, threads,
                                       calibration=calibration, mode=mode)
     log.info("image encoder engine: %s", choice)
-    decoder = build_decoder(choice, loaded, threads) if loaded.spec.family != "sam2" else None
+    decoder = build_decoder(choice, loaded, threads, spin=mode == "latency") if loaded.spec.family != "sam2" else None
     geometry = geometry_for(loaded.spec.preprocessing)
     if loaded.spec.family == "sam2":
         from .sam2_predictor import SAM2Predictor
