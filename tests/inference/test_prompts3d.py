@@ -28,7 +28,7 @@ VOL = "vol.nii.gz"
 
 def test_3d_box_key_slice_is_litemedsams_middle_slice():
     p = box_spec("2,3,10,20,30,15").resolve(SHAPE, source=VOL)
-    assert p == VolumePrompt((2.0, 3.0, 20.0, 30.0), 12, (10, 15), None)  # int((15 - 10) / 2 + 10)
+    assert p == VolumePrompt((2.0, 3.0, 20.0, 30.0), 12, (10, 15), None, bounded=True)  # int((15 - 10) / 2 + 10)
     assert VolumePrompt.from_box3d((2, 3, 10, 20, 30, 16)).key_slice == 13
     # a one-slice box is allowed: key = that slice
     assert box_spec("2,3,4,20,30,4").resolve(SHAPE).z_range == (4, 4)

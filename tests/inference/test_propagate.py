@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from medsamkit.inference.predictor import Predictor
 from medsamkit.inference.prompts3d import VolumePrompt
-from medsamkit.inference.propagate import BoxPropagator, PropagationConfig, VolumeSlices
+from medsamkit.inference.propagate import BoxPropagator, PropagationConfig, VolumeSlices, clip_to_bounds
 from medsamkit.models import zoo
 from medsamkit.preprocessing.geometry import LiteMedSAMGeometry, geometry_for
 from medsamkit.preprocessing.labels import box3d_from_mask
@@ -72,6 +72,37 @@ def test_the_box_follows_the_previous_mask_grown_by_3_px():
         np.testing.assert_array_equal(boxes[z], (px - 3, 15 - 3, px + 7 + 3, 22 + 3))
     # the upward sweep first (key..z1 increasing), then the downward (key-1..z0 decreasing)
     assert [r.z for r in results] == list(range(key, z1 + 1)) + list(range(key - 1, z0 - 1, -1))
+
+
+def test_a_3d_box_bounds_the_propagated_boxes():
+    """A 3D box bounds the object on every slice: the grown boxes are clipped to its x, y extent
+    (PropagationConfig.clip_to_box, default); a 2D box on a slice does not bound anything."""
+    volume, truth = moving_square()
+    box3d = box3d_from_mask(truth)  # x 14..39, y 15..22, z 2..11
+    x0, y0, z0, x1, y1, z1 = box3d
+    prompt = VolumePrompt.from_box3d(box3d)
+    assert prompt.bounded and not VolumePrompt(prompt.box, prompt.key_slice, prompt.z_range).bounded
+    for config, clipped in ((PropagationConfig(), True), (PropagationConfig(clip_to_box=False), False)):
+        masks, results, _, fake = run(volume, [prompt], config)
+        np.testing.assert_array_equal(masks[0], truth)
+        boxes = {r.z: b[0] for r, b in zip(results, fake.decoded)}
+        np.testing.assert_array_equal(boxes[prompt.key_slice], (x0, y0, x1, y1))
+        for z in range(z0, z1 + 1):
+            if z == prompt.key_slice:
+                continue
+            px = 10 + 2 * (z - 1 if z > prompt.key_slice else z + 1)
+            grown = (px - 3, 15 - 3, px + 7 + 3, 22 + 3)
+            expected = (max(grown[0], x0), y0, min(grown[2], x1), y1) if clipped else grown
+            np.testing.assert_array_equal(boxes[z], expected)
+    # the same prompt without the bound grows past the box, as the official script does
+    masks, results, _, fake = run(volume, [VolumePrompt(prompt.box, prompt.key_slice, prompt.z_range)])
+    assert min(b[0][1] for b in fake.decoded) == y0 - 3
+
+
+def test_clip_to_bounds():
+    assert clip_to_bounds((0, 5, 30, 40), (10, 0, 20, 50)) == (10.0, 5.0, 20.0, 40.0)
+    assert clip_to_bounds((0, 0, 5, 5), (10, 10, 20, 20)) is None  # no overlap: the caller keeps the key box
+    assert clip_to_bounds((10, 10, 20, 20), (10, 10, 20, 20)) == (10.0, 10.0, 20.0, 20.0)
 
 
 class LiteFramePredictor(FakePredictor):

@@ -80,6 +80,15 @@ def test_box_step_equals_the_streaming_propagator():
         session = Session3D(StubPredictor(), volume, overlap=rule)
         session.add_objects(prompts)
         np.testing.assert_array_equal(session.label_map(), references[rule].labels)
+    # 3D boxes bound their objects: the session clips the propagated boxes as segment_volume does
+    bounded = [VolumePrompt.from_box3d((*p.box[:2], p.z_range[0], *p.box[2:], p.z_range[1]), label=p.label,
+                                       key_slice=p.key_slice) for p in prompts]
+    assert all(p.bounded for p in bounded)
+    reference = segment_volume(volume, Geometry.identity(), bounded, StubPredictor(), VolumeOptions(modality="rgb"))
+    session = Session3D(StubPredictor(), volume)
+    session.add_objects(bounded)
+    assert all(o.bounded for o in session.objects)
+    np.testing.assert_array_equal(session.label_map(), reference.labels)
     with pytest.raises(ValueError, match="overlap must be one of"):
         Session3D(StubPredictor(), volume, overlap="first")
 

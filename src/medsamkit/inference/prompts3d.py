@@ -82,6 +82,9 @@ class VolumePrompt:
         points: clicks ``(x, y, z, 1|0)`` applied in this order after the box.
         z_range_given: False when ``z_range`` is a default (a 2D box or RECIST line without a
             range); a strategy may then choose its own (SAM2 memory propagation: the whole volume).
+        bounded: ``box`` bounds the object in x and y on every slice (a 3D box): boxes
+            propagated from slice to slice are clipped to it
+            (:attr:`~medsamkit.inference.propagate.PropagationConfig.clip_to_box`).
     """
 
     box: tuple[float, float, float, float] | None
@@ -90,6 +93,7 @@ class VolumePrompt:
     label: int | None = None
     points: tuple[Click, ...] = ()
     z_range_given: bool = True
+    bounded: bool = False
 
     def __post_init__(self) -> None:
         if self.box is None and not self.points:
@@ -101,7 +105,7 @@ class VolumePrompt:
         """From ``(x0, y0, z0, x1, y1, z1)``; the key slice defaults to the middle slice."""
         x0, y0, z0, x1, y1, z1 = (float(v) for v in box)
         key = int((z1 - z0) / 2 + z0) if key_slice is None else int(key_slice)
-        return cls((x0, y0, x1, y1), key, (int(z0), int(z1)), label)
+        return cls((x0, y0, x1, y1), key, (int(z0), int(z1)), label, bounded=True)
 
     def describe(self) -> str:
         """The prompt in the ``--box`` 3D form with its key slice, for messages."""
@@ -198,7 +202,7 @@ class PromptSpec:
         if not z0 <= key <= z1:
             raise fail(f"key slice {key} is outside its z range {z0}..{z1}")
         return VolumePrompt(tuple(float(v) for v in box), key, (z0, z1), self.label,  # type: ignore[arg-type]
-                            self.points, z_range_given=given)
+                            self.points, z_range_given=given, bounded=self.kind == "box3d")
 
     def _resolve_points(self, key: int | None, z_range: tuple[int, int] | None, nz: int, fail) -> VolumePrompt:
         """A point-only object: key slice = the first foreground click's slice (or the one given)."""

@@ -78,6 +78,10 @@ class PropagationConfig:
         grow_px: the next slice's box is the previous mask's bounding box grown by this many
             pixels on every side, in the model-input frame (LiteMedSAM: 3 px of its 256 px
             frame, as the reference script; about 6 px of a 512 px slice), clipped to that frame.
+        clip_to_box: clip the propagated boxes of an object given as a 3D box
+            (:attr:`VolumePrompt.bounded`) to that box's x and y extent, which bounds the object on
+            every slice. The official LiteMedSAM script does not (``False`` reproduces it); on
+            the BraTS 2021 volume it lifts the Dice from 0.482 to 0.543 (docs/benchmarks.md).
         stop_when_empty: stop an object's walk in one direction at the first slice where its
             mask is empty (default: go on to the end of the z range, re-using the key box, as the
             reference does).
@@ -86,6 +90,7 @@ class PropagationConfig:
     """
 
     grow_px: int = 3
+    clip_to_box: bool = True
     stop_when_empty: bool = False
     max_cached_embeddings: int = 32
 
@@ -94,6 +99,15 @@ class PropagationConfig:
             raise ValueError(f"grow_px must be >= 0, got {self.grow_px}")
         if self.max_cached_embeddings < 0:
             raise ValueError(f"max_cached_embeddings must be >= 0, got {self.max_cached_embeddings}")
+
+
+def clip_to_bounds(box: Sequence[float], bounds: Sequence[float]) -> tuple[float, float, float, float] | None:
+    """``box`` (x0, y0, x1, y1) intersected with ``bounds``; None when nothing of it is left."""
+    x0, y0 = max(box[0], bounds[0]), max(box[1], bounds[1])
+    x1, y1 = min(box[2], bounds[2]), min(box[3], bounds[3])
+    if x1 < x0 or y1 < y0:
+        return None
+    return float(x0), float(y0), float(x1), float(y1)
 
 
 @dataclass
@@ -109,12 +123,14 @@ class ObjectState:
         key_mask: the key slice's mask (the downward sweep starts from it).
         up_done, down_done: the walk in that direction has finished.
         slices: slices segmented so far; empty_slices: how many of them gave an empty mask.
+        bounded: the key box bounds the object on every slice (a 3D box).
     """
 
     obj_id: int
     key_box: tuple[float, float, float, float]
     key_slice: int
     z_range: tuple[int, int]
+    bounded: bool = False
     box: np.ndarray | None = None
     last_mask: np.ndarray | None = None
     key_mask: np.ndarray | None = None
@@ -230,7 +246,7 @@ class BoxPropagator:
 
     def init_state(self, slices: SliceSource, prompts: Sequence[VolumePrompt]) -> PropagationState:
         objects = [ObjectState(i, tuple(float(v) for v in p.box), int(p.key_slice),  # type: ignore[arg-type]
-                               (int(p.z_range[0]), int(p.z_range[1])))
+                               (int(p.z_range[0]), int(p.z_range[1])), bool(getattr(p, "bounded", False)))
                    for i, p in enumerate(prompts)]
         return PropagationState(slices, objects)
 
@@ -284,9 +300,12 @@ class BoxPropagator:
     def next_box(self, obj: ObjectState, frame: Frame) -> np.ndarray:
         """The box for the object's next slice: the last mask's bounds in the model-input frame
         grown by ``grow_px`` model pixels (:meth:`ModelGeometry.grown_box`), or the key box on
-        the key slice and after an empty mask."""
+        the key slice and after an empty mask; clipped to the key box where that bounds the object
+        (:func:`clip_to_bounds`)."""
         if obj.last_mask is not None:
             bounds = self.predictor.geometry.grown_box(obj.last_mask, frame, self.config.grow_px)
+            if bounds is not None and obj.bounded and self.config.clip_to_box:
+                bounds = clip_to_bounds(bounds, obj.key_box)
             if bounds is not None:
                 return np.asarray(bounds, dtype=np.float64)
         return np.asarray(obj.key_box, dtype=np.float64)

@@ -144,8 +144,7 @@ class Session3D:
     def prompt_records(self) -> list[dict]:
         """The objects as prompts-file entries (the 2D box with its key slice and z range, the
         label, the clicks in order); ``medsamkit segment VOLUME --boxes-file`` replays them."""
-        return [prompt_record(o.box, o.clicks, o.label, slice=o.key_slice if o.box is not None else None,
-                              z_range=list(o.given_range or o.z_range)) for o in self.objects]
+        return [_record(o) for o in self.objects]
 
     def label_map(self) -> np.ndarray:
         """(z, y, x) label volume. A voxel several objects claim goes by the session's ``overlap``
@@ -186,7 +185,7 @@ class Session3D:
             label = p.label if p.label is not None else _next_label(used)
             used.append(label)
             new.append(VolumeObject(self._next_id + i, label, p.box, p.key_slice, p.z_range, p.points,
-                                    given_range=p.z_range))
+                                    given_range=p.z_range, bounded=p.bounded and p.box is not None))
         self._next_id += len(new)
         done = self.refiner.segment(new)
         state = dict(self._history.current)
@@ -260,3 +259,13 @@ class Session3D:
     @monitor.setter
     def monitor(self, value: Monitor | None) -> None:
         self.refiner.monitor = value
+
+
+def _record(o: VolumeObject) -> dict:
+    """A prompts-file entry: a 3D box (bounded object) keeps its 6-number form and its key slice."""
+    z_range = o.given_range or o.z_range
+    if o.bounded and o.box is not None:
+        x0, y0, x1, y1 = o.box
+        return prompt_record((x0, y0, z_range[0], x1, y1, z_range[1]), o.clicks, o.label, slice=o.key_slice)
+    return prompt_record(o.box, o.clicks, o.label, slice=o.key_slice if o.box is not None else None,
+                         z_range=list(z_range))

@@ -16,7 +16,7 @@ import numpy as np
 
 from .clicks import Click
 from .predictor import ImageEmbedding, Predictor
-from .propagate import PropagationConfig, SliceSource
+from .propagate import PropagationConfig, SliceSource, clip_to_bounds
 from .refine import DecodeRequest, MaskResult, decode_requests
 from .session import RefineConfig
 from .volume_objects import Monitor, SliceState, VolumeObject
@@ -190,9 +190,12 @@ class SliceRefiner:
                  ) -> tuple[float, float, float, float] | None:
         """The box for the next slice: the previous mask's bounds grown by ``grow_px`` model-input
         pixels (:meth:`~medsamkit.preprocessing.geometry.ModelGeometry.grown_box`); after an
-        empty mask the key box (None for a point-only object: its walk ends)."""
+        empty mask the key box (None for a point-only object: its walk ends). Clipped to the key
+        box where that bounds the object (a 3D box), as :class:`BoxPropagator` does."""
         if previous is not None:
             bounds = self.predictor.geometry.grown_box(previous.mask, embedding.frame, self.propagation.grow_px)
+            if bounds is not None and obj.bounded and obj.box is not None and self.propagation.clip_to_box:
+                bounds = clip_to_bounds(bounds, obj.box)
             if bounds is not None:
                 return tuple(float(v) for v in bounds)  # type: ignore[return-value]
         return obj.box

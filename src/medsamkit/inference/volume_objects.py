@@ -51,6 +51,7 @@ class VolumeObject:
         clicks: the clicks so far, in order.
         slices: slice index -> :class:`SliceState` (never modified: updates make a new mapping).
         given_range: the z range the object was given (``z_range`` may have grown since).
+        bounded: ``box`` bounds the object on every slice (given as a 3D box).
     """
 
     obj_id: int
@@ -61,15 +62,17 @@ class VolumeObject:
     clicks: tuple[Click, ...]
     slices: Mapping[int, SliceState] = field(default_factory=dict)
     given_range: tuple[int, int] | None = None
+    bounded: bool = False
 
     def prompt(self) -> VolumePrompt:
         """The object as a :class:`VolumePrompt` (box, key slice, range, label, clicks)."""
-        return VolumePrompt(self.box, self.key_slice, self.z_range, self.label, self.clicks)
+        return VolumePrompt(self.box, self.key_slice, self.z_range, self.label, self.clicks, bounded=self.bounded)
 
     def given_prompt(self) -> VolumePrompt:
         """The prompt as the object was given (its first z range) with all its clicks: replaying it
         gives this object again."""
-        return VolumePrompt(self.box, self.key_slice, self.given_range or self.z_range, self.label, self.clicks)
+        return VolumePrompt(self.box, self.key_slice, self.given_range or self.z_range, self.label, self.clicks,
+                            bounded=self.bounded)
 
     def clicks_on(self, z: int) -> tuple[Click, ...]:
         return tuple(c for c in self.clicks if c.z == z)
