@@ -219,6 +219,29 @@ def test_box_reaching_past_the_volume_is_clipped_with_a_warning(phantom, tmp_pat
     assert a.any() and np.array_equal(a, b)
 
 
+def test_unbounded_turns_off_the_3d_box_clipping(phantom, tmp_path, capsys):
+    """The CLI's default and --unbounded give what segment_volume gives with clip_to_box on and off."""
+    from medsamkit.inference.predictor import Predictor
+    from medsamkit.inference.prompts3d import VolumePrompt
+    from medsamkit.inference.propagate import PropagationConfig
+    from medsamkit.inference.volume3d import VolumeOptions, segment_volume
+    from medsamkit.models.loader import load_model
+    from medsamkit.preprocessing.geometry import geometry_for
+
+    d, _, _ = phantom
+    image, geometry = read_volume(d / "vol.nii.gz")
+    loaded = load_model("litemedsam")
+    predictor = Predictor(loaded.model, geometry_for(loaded.spec.preprocessing))
+    prompt = VolumePrompt.from_box3d([float(v) for v in BOX_A.split(",")])
+    for flag, clip in (([], True), (["--unbounded"], False)):
+        out = tmp_path / f"clip{clip}.nii.gz"
+        code, _, err = run_cli(capsys, "segment", d / "vol.nii.gz", "--box", BOX_A, *flag, "-o", out)
+        assert code == 0, err
+        api = segment_volume(image, geometry, [prompt], predictor,
+                             VolumeOptions(propagation=PropagationConfig(clip_to_box=clip), progress=False))
+        assert read_volume(out)[0].any() and np.array_equal(read_volume(out)[0], api.labels)
+
+
 # --------------------------------------------------------------------------------- errors
 SENTINEL = b"an earlier result, must survive"
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 #: Options that only make sense for volumes (their argparse dest names).
 VOLUME_ONLY = ("slice", "z_range", "recist", "boxes_from_labels", "labels", "stop_when_empty",
-               "keep_largest", "fill_holes", "series")
+               "unbounded", "keep_largest", "fill_holes", "series")
 
 
 def add_volume_options(p: argparse.ArgumentParser) -> None:
@@ -49,6 +49,9 @@ def add_volume_options(p: argparse.ArgumentParser) -> None:
                    help="next slice's box = previous mask's bounding box grown by PX pixels of the model's input "
                         "frame, clipped to it (LiteMedSAM: its 256 px frame, as the official 3D script; 3 px there "
                         "are about 6 px of a 512 px slice; MedSAM/SAM: 1024 px) (default 3)")
+    g.add_argument("--unbounded", action="store_true",
+                   help="do not clip the boxes propagated from a 3D box to its x, y extent (default: clip, since a "
+                        "3D box bounds its object on every slice; the official LiteMedSAM script does not)")
     g.add_argument("--stop-when-empty", action="store_true",
                    help="stop an object's propagation at its first empty slice (default: go on to the "
                         "end of its z range with the key box, as LiteMedSAM does)")
@@ -232,7 +235,8 @@ def run(args: argparse.Namespace) -> int:
         modality = "ct"  # DICOM CT in Hounsfield units: abdomen window, as for 2D DICOM CT slices
     options = VolumeOptions(
         modality=modality, window=args.window,
-        propagation=PropagationConfig(grow_px=args.grow, stop_when_empty=args.stop_when_empty),
+        propagation=PropagationConfig(grow_px=args.grow, stop_when_empty=args.stop_when_empty,
+                                      clip_to_box=not args.unbounded),
         cleanup=Cleanup(keep_largest=args.keep_largest, fill_holes=args.fill_holes),
         overlap=args.overlap, progress=not args.quiet,
     )
