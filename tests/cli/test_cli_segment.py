@@ -325,7 +325,7 @@ def test_models_lists_the_registry(capsys):
     lines = stdout.splitlines()
     assert lines[0].startswith("weights cache: ")
     listed = [ln.split()[0] for ln in lines[1:] if not ln.startswith(" ")]
-    assert listed == list(MODELS) and len(listed) == 14  # SAM family 5, SAM2 family 9
+    assert listed == list(MODELS) and len(listed) == 15  # SAM family 6 (with litemedsam-clicks), SAM2 family 9
     block = stdout.split("litemedsam (default)\n", 1)[1].split("\n")[:2]
     assert "file lite_medsam.pth: present: " in block[1]
     assert block[1].rstrip().endswith("lite_medsam.pth")
