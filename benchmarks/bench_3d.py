@@ -11,10 +11,11 @@ order) and given to both:
   px frame, later objects overwriting earlier ones), on the volume preprocessed as MedSAM's
   pre_CT_MR.py does for MR;
 - **ours**: :func:`medsamkit.inference.volume3d.segment_volume` with its defaults (box propagation
-  over the whole z range ``z0..z1``, growth in the 256 px frame), the label map built with each
+  over the whole z range ``z0..z1``, growth in the 256 px frame, propagated boxes clipped to the
+  3D box), the label map built with each
   overlap rule from the same per-object masks (``logit`` from the run itself);
-- **ours, official settings**: ours with the official's z range (the end slices left out) and
-  "last wins": it should reproduce the official masks, which checks the logic itself.
+- **ours, official settings**: ours with the official's z range (the end slices left out), no
+  clipping to the 3D box and "last wins": it should reproduce the official masks, which checks the logic itself.
 
 The image encoder is shared: every slice tensor goes through the OFFICIAL TinyViT once (its
 embedding reused by the official loop, which would recompute it for every object, and by ours when
@@ -165,7 +166,8 @@ def relabel(masks: np.ndarray, label_ids, rule: str) -> np.ndarray:
 
 
 def official_range_prompt(box3d, label: int) -> VolumePrompt:
-    """The official script's slices for a 3D box: key..z1-1 upward, key-1..z0+1 downward."""
+    """The official script's slices for a 3D box: key..z1-1 upward, key-1..z0+1 downward; an
+    unbounded prompt (the official does not clip the propagated boxes to the 3D box)."""
     x0, y0, z0, x1, y1, z1 = box3d
     key = int((z1 - z0) / 2 + z0)
     return VolumePrompt((x0, y0, x1, y1), key, (min(key, z0 + 1), max(key, z1 - 1)), label)
