@@ -24,7 +24,8 @@ gives the same embeddings within 3e-6). The largest difference between our input
 official ones is recorded. Timing is a separate mode (``--timing``): per volume, ours end to end
 with our own encoder and default options, then the official loop as the script runs it (every
 slice encoded again for every object), wall and CPU seconds of the propagation (intensity scheme
-excluded) and the load average.
+excluded) and the load average. Ours runs on the engine the CLI picks (``--backend auto``: OpenVINO
+bf16 on this CPU), the official on its torch model.
 
 Recorded per object: Dice against the truth (official; ours with each rule), and the agreement
 Dice of each object's own mask (before overlaps are resolved) ours vs official and ours with the
@@ -60,6 +61,7 @@ from official_litemedsam3d import Official3D, OfficialModel, mr_to_uint8  # noqa
 
 from medsamkit.data.layouts import read_dataset  # noqa: E402
 from medsamkit.evaluation.metrics import dice  # noqa: E402
+from medsamkit.inference.factory import make_predictor  # noqa: E402
 from medsamkit.inference.predictor import Predictor  # noqa: E402
 from medsamkit.inference.prompts3d import VolumePrompt  # noqa: E402
 from medsamkit.inference.propagate import BoxPropagator, SliceResult  # noqa: E402
@@ -235,11 +237,12 @@ def run_case(name, case, official: Official3D, shared: SharedEncoder, shared_pre
     return entry
 
 
-def time_case(case, model: OfficialModel, own_predictor) -> dict:
+def time_case(case, model: OfficialModel, own_predictor, max_objects: int | None = None) -> dict:
     """Both end to end on one volume: ours (its own encoder, default options) and the official
     loop as the script runs it (every slice encoded again for every object); propagation only,
-    the intensity scheme excluded."""
+    the intensity scheme excluded. ``max_objects``: only the first labels' boxes."""
     image, geometry, _, ids, boxes = _case_inputs(case)
+    ids, boxes = ids[:max_objects], boxes[:max_objects]
     vol8 = PercentileClip()(image)
     prompts = [VolumePrompt.from_box3d(b, label=lab) for b, lab in zip(boxes, ids)]
     load = os.getloadavg()[0]
@@ -263,19 +266,24 @@ def run(args: argparse.Namespace) -> None:
     official = Official3D(model, share_embeddings=True, encoder=shared)
     geometry = geometry_for(loaded.spec.preprocessing)
     shared_predictor = Predictor(loaded.model, geometry, encoder=shared)
-    own_predictor = Predictor(loaded.model, geometry)
+    # as the CLI for box prompts: backend auto, the encoder in throughput mode (slices read ahead)
+    own_predictor = make_predictor(loaded, backend=args.backend, threads=args.threads, mode=args.mode)
     own_predictor.embed(np.zeros((256, 256, 3), np.uint8))  # warm-up: the first encoder call is slower
     print(f"{loaded.weights_path}, {torch.get_num_threads()} threads", flush=True)
     for name in args.datasets:
         dataset = read_dataset(args.volumes / name)
         for case in dataset.cases[:args.limit]:
             key = f"{name}/{case.case_id}"
+            if args.timing and args.max_objects:
+                key += f" ({args.max_objects} object{'s' if args.max_objects > 1 else ''})"
             part = "timing" if args.timing else "cases"
             if key in results.setdefault(part, {}):
                 print(f"{key}: done, skipped", flush=True)
                 continue
             if args.timing:
-                results["timing"][key] = entry = {"dataset": name, **time_case(case, model, own_predictor)}
+                entry = {"dataset": name, "engine": str(own_predictor.engine), "mode": args.mode,
+                         "objects": args.max_objects, **time_case(case, model, own_predictor, args.max_objects)}
+                results["timing"][key] = entry
                 _save(results, args.out)
                 print(f"{key}: ours {entry['ours']['seconds']:.1f} s, official {entry['official']['seconds']:.1f} s",
                       flush=True)
@@ -346,6 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--volumes", type=Path, default=VOLUMES, help="the volumes folder (default: ../shared/data/volumes)")
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     ap.add_argument("--limit", type=int, default=None, help="first N cases of each dataset")
+    ap.add_argument("--max-objects", type=int, default=None, help="--timing: only the first N labels of each volume")
+    ap.add_argument("--mode", default="throughput", choices=("throughput", "latency"),
+                    help="--timing: our OpenVINO encoder's mode (default throughput, as the CLI for box prompts)")
+    ap.add_argument("--backend", default="auto", help="our image encoder in --timing (default auto, as the CLI)")
     ap.add_argument("--timing", action="store_true",
                     help="instead: time ours (its own encoder) and the official script's loop (every slice "
                          "encoded again per object) end to end per volume; results under 'timing' in --out")

@@ -136,3 +136,35 @@ def test_folder_run_in_throughput_mode_writes_the_latency_mode_masks(loaded, tmp
     assert any(0 < (m > 0).mean() < 1 for m in outputs["latency"].values())  # real masks, not blank ones
     for name, mask in outputs["latency"].items():
         assert np.array_equal(outputs["throughput"][name], mask), name
+
+
+@needs_openvino
+def test_volume_propagation_in_throughput_mode_reads_slices_ahead_and_gives_the_latency_mode_labels(
+        loaded, tmp_path, monkeypatch):
+    from medsamkit.io.geometry import Geometry
+    from medsamkit.inference.prompts3d import VolumePrompt
+    from medsamkit.inference.volume3d import VolumeOptions, segment_volume
+
+    monkeypatch.setenv("MEDSAMKIT_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(1)
+    volume = rng.integers(0, 60, (7, 80, 96)).astype(np.float32)
+    volume[1:6, 20:60, 25:70] += 150
+    prompts = [VolumePrompt.from_box3d((25, 20, 1, 69, 59, 5), label=1),
+               VolumePrompt.from_box3d((40, 30, 2, 60, 50, 4), label=2)]
+    labels, submitted = {}, {}
+    for mode in ("latency", "throughput"):
+        predictor = make_predictor(loaded, backend="openvino", precision="fp32", threads=2, mode=mode)
+        calls = []
+        original = predictor.embed_async
+
+        def counting(image, original=original, calls=calls):
+            calls.append(image.shape)
+            return original(image)
+
+        predictor.embed_async = counting
+        result = segment_volume(volume, Geometry.identity(), prompts, predictor, VolumeOptions(modality="mr"))
+        labels[mode], submitted[mode] = result.labels, len(calls)
+        assert result.encoder_calls == 5  # slices 1..5, once each, either way
+    assert submitted == {"latency": 0, "throughput": 5}  # throughput: every slice went through the queue
+    assert (labels["latency"] > 0).any()
+    np.testing.assert_array_equal(labels["throughput"], labels["latency"])

@@ -229,6 +229,103 @@ def test_plan_lists_the_sweeps():
     assert up == list(range(4, 14)) and down == list(range(9, 0, -1))
 
 
+class AheadPredictor(FakePredictor):
+    """The fake with an encoder that takes ``slots`` slices at once, as OpenVINO in throughput
+    mode: ``embed_async`` submits, the returned function collects. Records what was in flight
+    when each decoder call ran."""
+
+    def __init__(self, slots: int = 2) -> None:
+        super().__init__()
+        self.encoder = self
+        self.slots = slots
+        self.in_flight: list[int] = []  # stamped slice indices submitted and not collected yet
+        self.during_decode: list[tuple[int, ...]] = []
+
+    def submit(self, tensor):  # the engine's method; only its presence matters here
+        raise AssertionError("the propagation goes through embed_async")
+
+    def embed_async(self, image):
+        assert len(self.in_flight) < self.slots, "more slices in flight than the encoder takes"
+        z = int(image[0, 0, 0])
+        self.in_flight.append(z)
+        embedding = self.embed(image)
+        done = []
+
+        def collect():
+            if not done:
+                self.in_flight.remove(z)
+                done.append(embedding)
+            return done[0]
+
+        return collect
+
+    def embed(self, image):
+        assert len(self.in_flight) <= self.slots
+        return super().embed(image)
+
+    def predict(self, boxes):
+        self.during_decode.append(tuple(self.in_flight))
+        return super().predict(boxes)
+
+
+def run_with(fake, volume, prompts, config=None):
+    propagator = BoxPropagator(fake, config or PropagationConfig())
+    state = propagator.init_state(VolumeSlices(volume), prompts)
+    results = list(propagator.propagate(state))
+    return results, state
+
+
+@pytest.mark.parametrize("slots", [2, 3])
+def test_an_encoder_with_slots_encodes_the_next_planned_slices_while_one_is_decoded(slots):
+    volume, truths, prompts = three_objects()
+    reference, ref_state = run_with(FakePredictor(), volume, prompts)
+    fake = AheadPredictor(slots)
+    results, state = run_with(fake, volume, prompts)
+    assert [(r.z, r.obj_ids, r.final) for r in results] == [(r.z, r.obj_ids, r.final) for r in reference]
+    for mine, ref in zip(results, reference):
+        np.testing.assert_array_equal(mine.masks, ref.masks)
+        np.testing.assert_array_equal(mine.logits, ref.logits)
+    # the same slices encoded once each, in the plan's order: upward 4..13, then downward 3..1
+    assert [int(s[0, 0]) for s in fake.embedded] == [*range(4, 14), 3, 2, 1]
+    assert state.encoder_calls == ref_state.encoder_calls == 13
+    # while slice z was decoded the next planned slices were already in the encoder
+    assert [r.z for r in results[:5]] == [4, 5, 6, 7, 8]  # the upward sweep starts at the lowest key
+    for i, z in enumerate(range(4, 9)):
+        assert fake.during_decode[i] == tuple(range(z + 1, z + 1 + slots))
+    assert fake.in_flight == []  # nothing left in the encoder
+
+
+def test_read_ahead_drops_planned_slices_nobody_needs():
+    """With stop_when_empty the walk ends early: the slices read ahead for it are collected and
+    dropped, the masks are those of the plain encoder."""
+    volume, truth = gap_volume()
+    prompts = [VolumePrompt((20, 10, 29, 19), 6, (3, 11))]
+    config = PropagationConfig(stop_when_empty=True)
+    reference, _ = run_with(FakePredictor(), volume, prompts, config)
+    fake = AheadPredictor(2)
+    results, state = run_with(fake, volume, prompts, config)
+    for mine, ref in zip(results, reference):
+        assert (mine.z, mine.obj_ids) == (ref.z, ref.obj_ids)
+        np.testing.assert_array_equal(mine.masks, ref.masks)
+    assert len(results) == len(reference)
+    # slices 6..9 upward (9 is empty and ends it), 10 and 11 were read ahead and dropped, then 5..3
+    assert [int(s[0, 0]) for s in fake.embedded] == [6, 7, 8, 9, 10, 11, 5, 4, 3]
+    assert state.encoder_calls == 9 and fake.in_flight == []
+    # a second object, key slice 12, walks down over 11 and 10, which the upward sweep passed over
+    # (read ahead and dropped): they are encoded again when asked for, the masks are unchanged
+    volume[8:14, 25:35, 40:50] = 220
+    prompts.append(VolumePrompt((40, 25, 49, 34), 12, (8, 13)))
+    reference, _ = run_with(FakePredictor(), volume, prompts, config)
+    fake = AheadPredictor(2)
+    results, state = run_with(fake, volume, prompts, config)
+    assert [(r.z, r.obj_ids) for r in results] == [(r.z, r.obj_ids) for r in reference]
+    for mine, ref in zip(results, reference):
+        np.testing.assert_array_equal(mine.masks, ref.masks)
+    encoded = [int(s[0, 0]) for s in fake.embedded]
+    assert encoded[:8] == [6, 7, 8, 9, 10, 11, 12, 13] and encoded.count(11) == encoded.count(10) == 2
+    assert fake.in_flight == []
+
+
 def test_config_is_checked():
     with pytest.raises(ValueError):
         PropagationConfig(grow_px=-1)

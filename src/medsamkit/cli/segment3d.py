@@ -240,7 +240,10 @@ def run(args: argparse.Namespace) -> int:
         cleanup=Cleanup(keep_largest=args.keep_largest, fill_holes=args.fill_holes),
         overlap=args.overlap, progress=not args.quiet,
     )
-    predictor, _ = make_predictor(args)
+    # box-only prompts stream through the planned slices: an OpenVINO encoder in throughput mode
+    # encodes the next ones while a slice is decoded (clicks go through a session, one at a time)
+    streamed = all(p.box is not None and not p.points for p in prompts)
+    predictor, _ = make_predictor(args, "throughput" if streamed else "latency")
     result = segment_volume(array, geometry, prompts, predictor, options, source=source)
     write_volume(output, result.labels, result.geometry, mask=True)
     present = [lab for lab in dict.fromkeys(result.label_ids) if (result.labels == lab).any()]

@@ -5,8 +5,10 @@ slice with the object's 2D box, then walk up to ``z1`` and down to ``z0``; on ea
 box is the bounding box of the previous slice's mask grown by 3 px; an empty previous mask falls
 back to the key box. The growth is in the model's 256 px frame, after resizing the mask as the
 image is (:meth:`~medsamkit.preprocessing.geometry.ModelGeometry.grown_box`). Unlike the
-reference script, which re-encodes every slice for every object, :class:`BoxPropagator` encodes each slice **once** and decodes all objects present on it in one
-batched call, while streaming through the volume:
+reference script, which re-encodes every slice for every object, :class:`BoxPropagator` encodes
+each slice **once** and decodes all objects present on it in one batched call, while streaming
+through the volume (and, with an encoder that takes several slices at once, encoding the next
+planned slices while one is decoded: :class:`SliceEncoder`):
 
 1. an upward sweep visits, in increasing z, every slice from an object's key slice to its ``z1``;
 2. a downward sweep visits, in decreasing z, every slice from an object's key slice - 1 to its
@@ -27,7 +29,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -232,6 +235,58 @@ class EmbeddingCache:
             self._folder = None
 
 
+class SliceEncoder:
+    """Encodes a propagation's slices, ahead of time where the encoder can.
+
+    The slices a propagation encodes are known before it starts (its plan: every slice of the
+    upward sweep, then the downward sweep's slices that the first one did not keep), whatever
+    the masks turn out to be. With an encoder that takes several images at once (``slots``,
+    :meth:`Predictor.embed_async`: OpenVINO in throughput mode) up to ``slots`` of the next planned
+    slices are in the encoder while the current slice is decoded; otherwise each slice is encoded
+    when asked for. Planned slices that are passed over (no object needed them after all, with
+    ``stop_when_empty``) are collected and dropped; a slice outside the plan is encoded at once.
+    The embeddings are the encoder's own either way, so the masks do not change.
+    """
+
+    def __init__(self, predictor: Predictor, slices: SliceSource, order: Sequence[int]) -> None:
+        self.predictor, self.slices = predictor, slices
+        self.order = deque(order)
+        encoder = getattr(predictor, "encoder", None)
+        slots = int(getattr(encoder, "slots", 1)) if hasattr(encoder, "submit") else 1
+        self.depth = slots if slots > 1 and hasattr(predictor, "embed_async") else 0
+        self.pending: deque[tuple[int, Callable[[], ImageEmbedding]]] = deque()
+        self.calls = 0
+
+    def _fill(self) -> None:
+        while len(self.pending) < self.depth and self.order:
+            z = self.order.popleft()
+            self.pending.append((z, self.predictor.embed_async(self.slices.rgb(z))))
+            self.calls += 1
+
+    def get(self, z: int) -> ImageEmbedding:
+        """The embedding of slice ``z``."""
+        if self.depth and (any(q == z for q, _ in self.pending) or z in self.order):
+            # planned slices before z that nobody needed: collect them to free their slots
+            while self.pending and self.pending[0][0] != z:
+                self.pending.popleft()[1]()
+            if not self.pending:
+                while self.order[0] != z:
+                    self.order.popleft()
+            self._fill()
+            embedding = self.pending.popleft()[1]()
+            self._fill()
+            return embedding
+        for _, result in self.pending:  # a slice outside the plan: free the encoder's slots
+            result()
+        self.calls += 1
+        return self.predictor.embed(self.slices.rgb(z))
+
+    def close(self) -> None:
+        """Wait for what is still in the encoder (its requests go back to the pool)."""
+        while self.pending:
+            self.pending.popleft()[1]()
+
+
 @dataclass
 class BoxPropagator:
     """LiteMedSAM-style propagation with one encoder pass per slice (see the module docstring).
@@ -255,13 +310,14 @@ class BoxPropagator:
         up, down = state.plan()
         wanted_later = set(down)
         cache = EmbeddingCache(self.config.max_cached_embeddings)
+        encoder = SliceEncoder(self.predictor, state.slices, up + [z for z in down if z not in set(up)])
         try:
             for z in up:
                 active = [o for o in state.objects if o.up_active(z)]
                 if not active:
                     yield self._nothing(state, z, final=z not in wanted_later)
                     continue
-                embedding = self._encode(state, z)
+                embedding = self._encode(state, encoder, z)
                 if z in wanted_later:
                     cache.put(z, embedding)
                 result = self._decode(state, z, active, embedding, final=z not in wanted_later)
@@ -282,7 +338,7 @@ class BoxPropagator:
                 if not active:
                     yield self._nothing(state, z, final=True)
                     continue
-                embedding = embedding if embedding is not None else self._encode(state, z)
+                embedding = embedding if embedding is not None else self._encode(state, encoder, z)
                 result = self._decode(state, z, active, embedding, final=True)
                 for obj, mask in zip(active, result.masks):
                     if z == obj.z_range[0] or (self.config.stop_when_empty and not mask.any()):
@@ -291,11 +347,15 @@ class BoxPropagator:
         finally:
             state.spilled += cache.spilled
             cache.close()
+            encoder.close()
 
     # ------------------------------------------------------------------------ steps
-    def _encode(self, state: PropagationState, z: int) -> ImageEmbedding:
-        state.encoder_calls += 1
-        return self.predictor.embed(state.slices.rgb(z))
+    @staticmethod
+    def _encode(state: PropagationState, encoder: SliceEncoder, z: int) -> ImageEmbedding:
+        before = encoder.calls
+        embedding = encoder.get(z)
+        state.encoder_calls += encoder.calls - before
+        return embedding
 
     def next_box(self, obj: ObjectState, frame: Frame) -> np.ndarray:
         """The box for the object's next slice: the last mask's bounds in the model-input frame
