@@ -73,11 +73,27 @@ _EMBEDDINGS: dict = {}
 
 
 class MemoPredictor(Predictor):
+    @staticmethod
+    def _key(image):
+        return image.shape, hashlib.sha1(image.tobytes()).hexdigest()
+
     def embed(self, image):
-        key = (image.shape, hashlib.sha1(image.tobytes()).hexdigest())
+        key = self._key(image)
         if key not in _EMBEDDINGS:
             _EMBEDDINGS[key] = super().embed(image)
         return _EMBEDDINGS[key]
+
+    def embed_async(self, image):  # read-ahead (folders, volumes) shares the same memo
+        key = self._key(image)
+        if key in _EMBEDDINGS:
+            return lambda: _EMBEDDINGS[key]
+        pending = super().embed_async(image)
+
+        def collect():
+            embedding = pending()  # always collected: it frees the encoder's slot
+            return _EMBEDDINGS.setdefault(key, embedding)
+
+        return collect
 
 
 def cached_load_model(name=None, checkpoint=None, device="auto", **kw):

@@ -310,7 +310,8 @@ class BoxPropagator:
         up, down = state.plan()
         wanted_later = set(down)
         cache = EmbeddingCache(self.config.max_cached_embeddings)
-        encoder = SliceEncoder(self.predictor, state.slices, up + [z for z in down if z not in set(up)])
+        planned_up = set(up)
+        encoder = SliceEncoder(self.predictor, state.slices, up + [z for z in down if z not in planned_up])
         try:
             for z in up:
                 active = [o for o in state.objects if o.up_active(z)]
