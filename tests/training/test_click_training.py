@@ -3,6 +3,8 @@ decoder-lora mode and its adapter file (saved, loaded strictly, merged = the exp
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +15,9 @@ from medsamkit.models.adapters import apply_adapter, read_adapter, save_adapter
 from medsamkit.models.checkpoint import read_checkpoint
 from medsamkit.training.datamodule import DataSources
 from medsamkit.training.fit import fit
-from medsamkit.training.interactive import ClickTraining, interactive_steps, simulate_clicks
+from medsamkit.training.interactive import (INSIDE_LOGITS, MASK_LOGIT, OUTSIDE_LOGITS, ClickTraining,
+                                            NeighbourPrompt, decode_with_masks, interactive_steps,
+                                            neighbour_logits, simulate_clicks)
 from medsamkit.training.lora import DECODER_PROMPT_PARTS, add_decoder_lora
 from medsamkit.training.nets import SamNet
 
@@ -179,3 +183,106 @@ def test_load_model_applies_an_adapter_on_the_registry_weights(tmp_path):
     assert set(got) == set(expected) and loaded.spec.name == "litemedsam"
     for key in expected:
         assert torch.allclose(got[key], expected[key], atol=1e-5), key
+
+
+def _neighbour_batch(n: int = 4):
+    batch = batch_of(make_samples(n))
+    mask = torch.flip(batch["mask"], dims=(-1,))  # another shape than the target
+    box = batch["box"].clone()
+    box[:, 0] = 0.0
+    return batch, NeighbourPrompt(mask, box, torch.tensor([True, True, False, True][:n]))
+
+
+def test_decode_with_masks_gives_each_row_its_own_mask_prompt_or_none():
+    torch.manual_seed(0)
+    model = tiny_sam().eval()
+    batch, neighbour = _neighbour_batch()
+    with torch.no_grad():
+        embeddings = model.encode(batch["image"])
+        masks = neighbour_logits(neighbour.mask, model.prompt_encoder.mask_input_size)
+        rows = torch.tensor([True, False, True, False])
+        mixed, _ = decode_with_masks(model, embeddings, batch["box"], None, masks, rows)
+        with_mask, _ = model.decode(embeddings, boxes=batch["box"], masks=masks)
+        without, _ = model.decode(embeddings, boxes=batch["box"])
+    assert masks.shape == (4, 1, 16 * 4, 16 * 4) and set(masks.unique().tolist()) == {-MASK_LOGIT, MASK_LOGIT}
+    assert torch.allclose(mixed[rows], with_mask[rows], atol=1e-6)
+    assert torch.allclose(mixed[~rows], without[~rows], atol=1e-6)
+    assert not torch.allclose(with_mask[~rows], without[~rows])
+
+
+def test_neighbour_logits_have_random_levels_per_sample():
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[:, :, 8:24, 8:24] = 1
+    fixed = neighbour_logits(mask, (64, 64))
+    assert fixed.shape == (2, 1, 64, 64) and torch.equal(fixed > 0, fixed == MASK_LOGIT)
+    drawn = neighbour_logits(mask, (32, 32), np.random.RandomState(0))
+    inside, outside = drawn[:, 0, 16, 16], drawn[:, 0, 0, 0]
+    assert ((inside >= INSIDE_LOGITS[0]) & (inside <= INSIDE_LOGITS[1])).all() and inside[0] != inside[1]
+    assert ((-outside >= OUTSIDE_LOGITS[0]) & (-outside <= OUTSIDE_LOGITS[1])).all()
+    assert torch.equal(drawn > 0, mask > 0.5)
+
+
+def test_neighbour_prompts_replace_box_and_mask_of_the_drawn_samples_on_every_step():
+    torch.manual_seed(0)
+    model = tiny_sam().eval()
+    calls = []
+    original = decode_with_masks
+
+    def spy(model, embeddings, boxes, points, masks, rows=None):
+        calls.append((boxes.clone(), None if masks is None else masks.clone(), rows))
+        return original(model, embeddings, boxes, points, masks, rows)
+
+    batch, neighbour = _neighbour_batch()
+    with torch.no_grad():
+        embeddings = model.encode(batch["image"])
+    config = ClickTraining(steps=2, mask_prompt=0.0, neighbour_mask=1.0)
+    import medsamkit.training.interactive as interactive
+
+    interactive.decode_with_masks = spy
+    try:
+        with torch.no_grad():
+            steps = interactive_steps(model, embeddings, batch["box"], batch["mask"], batch["valid"], config,
+                                      np.random.RandomState(0), neighbour)
+    finally:
+        interactive.decode_with_masks = original
+    assert len(steps) == 3 and len(calls) == 3
+    carried = neighbour_logits(neighbour.mask, model.prompt_encoder.mask_input_size)
+    for boxes, masks, rows in calls:  # rows with a neighbour: its box and mask, the others: their own box
+        assert rows.tolist() == [True, True, False, True]
+        assert torch.equal(boxes[rows], neighbour.box[rows]) and torch.equal(boxes[~rows], batch["box"][~rows])
+        assert torch.equal(masks, calls[0][1])  # the same prompt on every step
+        assert torch.equal((masks[rows] > 0), (carried[rows] > 0))
+    # off (probability 0) or without neighbours: the same draws and decodes as before
+    plain = ClickTraining(steps=2, mask_prompt=0.0)
+    with torch.no_grad():
+        a = interactive_steps(model, embeddings, batch["box"], batch["mask"], batch["valid"], plain,
+                              np.random.RandomState(3))
+        b = interactive_steps(model, embeddings, batch["box"], batch["mask"], batch["valid"], plain,
+                              np.random.RandomState(3), neighbour)
+    assert all(torch.equal(x[0], y[0]) for x, y in zip(a, b))
+    with pytest.raises(ValueError, match="neighbour_mask"):
+        ClickTraining(steps=1, neighbour_mask=2.0)
+
+
+def test_fit_with_neighbour_masks_trains_on_slices_of_a_volume(tmp_path):
+    torch.manual_seed(0)
+    samples = [dataclasses.replace(s, case_id="vol", label=1, slice_index=z) for z, s in enumerate(make_samples(4))]
+    config = quick_config(tmp_path, "--model.mode", "decoder-lora", "--model.lora.rank", "4",
+                          "--model.clicks.steps", "1", "--model.clicks.neighbour_mask", "1.0",
+                          "--model.clicks.mask_prompt", "0.0", "--trainer.max_epochs", "1", "--output.csv", "false")
+    seen = []
+    original = interactive_steps
+
+    def spy(*args, **kwargs):
+        seen.append(args[-1] if len(args) > 7 else kwargs.get("neighbour"))
+        return original(*args, **kwargs)
+
+    import medsamkit.training.nets as nets
+
+    nets.interactive_steps = spy
+    try:
+        result = fit(config, DataSources(samples), model=tiny_sam(), geometry=TinyGeometry())
+    finally:
+        nets.interactive_steps = original
+    assert result.export_path.is_file()
+    assert seen and all(isinstance(n, NeighbourPrompt) and bool(n.present.all()) for n in seen)

@@ -68,6 +68,13 @@ def test_type_and_choice_errors(tmp_path):
         load_config([_write(tmp_path / "flat.yaml", "model: litemedsam\n")])
 
 
+def test_click_training_neighbour_mask_is_a_probability_off_by_default():
+    assert load_config().model.clicks.neighbour_mask == 0.0
+    assert load_config([], ["--model.clicks.neighbour_mask", "0.5"]).model.clicks.neighbour_mask == 0.5
+    with pytest.raises(InputError, match="model.clicks.neighbour_mask is a probability"):
+        load_config([], ["--model.clicks.neighbour_mask", "1.5"])
+
+
 def test_bad_files(tmp_path):
     with pytest.raises(InputError, match="config file not found"):
         load_config([tmp_path / "missing.yaml"])

@@ -42,11 +42,17 @@ class ClicksConfig:
     mask_prompt: probability per batch that click steps also get the previous logits as the mask prompt.
     backprop: ``all`` (every step carries gradient) or ``sampled`` (the box step and one random click
         step; the click steps before it run without gradient: about 2.5x cheaper with 5 steps).
+    neighbour_mask: probability per sample (0: never, the default) of prompting it as a slice that a
+        3D session with ``RefineConfig(carry_mask=True)`` propagates a click's change to: the box grown
+        by 3 px from the adjacent slice's mask of the same label (drawn among the two; samples
+        without one stay box-prompted) and that mask as the mask prompt of every step; the target is
+        the sample's own mask. Needs cached embeddings of a preprocess cache of volumes.
     """
 
     steps: int = 0
     mask_prompt: float = 0.5
     backprop: str = "all"
+    neighbour_mask: float = 0.0
 
 
 @dataclass
@@ -385,6 +391,9 @@ def _check_choices(config: Any, origin: dict[str, str], prefix: str) -> None:
         if not 0.0 <= config.mask_prompt <= 1.0:
             raise InputError(_source(origin, prefix + "mask_prompt"),
                              f"{prefix}mask_prompt is a probability (0..1); got {config.mask_prompt}")
+        if not 0.0 <= config.neighbour_mask <= 1.0:
+            raise InputError(_source(origin, prefix + "neighbour_mask"),
+                             f"{prefix}neighbour_mask is a probability (0..1); got {config.neighbour_mask}")
     elif isinstance(config, LossConfig):
         bad("kind", config.kind, ("auto", "sam2", "dice-bce"))
     elif isinstance(config, OptimConfig):

@@ -38,9 +38,14 @@ class DataSources:
 
 @dataclass(frozen=True)
 class LoaderSettings:
+    """Batch size, workers, box jitter; ``neighbours``: training items of cached embeddings also bring
+    an adjacent slice of their label (``EmbeddingDataset(neighbours=True)``, click training's
+    ``neighbour_mask``)."""
+
     batch_size: int = 4
     num_workers: int = 0
     box_jitter: int = 20
+    neighbours: bool = False
 
 
 class SampleDataModule(L.LightningDataModule):
@@ -89,10 +94,13 @@ class SampleDataModule(L.LightningDataModule):
         if self.encoder is not None:
             train_cache = self._cache(self.sources.train, build=False)
             self.train_set = EmbeddingDataset(self.sources.train, train_cache, jitter,
-                                              random_variant=len(train_cache.variants) > 1)
+                                              random_variant=len(train_cache.variants) > 1,
+                                              neighbours=self.loader.neighbours)
             vals = self._val_sources()
             self.val_set = EmbeddingDataset(vals[0], self._cache(vals[0], build=False)) if vals else None
         else:
+            if self.loader.neighbours:
+                raise ValueError("adjacent-slice samples (neighbours) need cached embeddings")
             steps = [self.augment, jitter] if self.augment is not None else [jitter]
             self.train_set = ImageDataset(self.sources.train, self.geometry, Compose(tuple(steps)))
             vals = self._val_sources()

@@ -16,6 +16,15 @@ from 1..``steps`` per batch; the click steps before it run under ``torch.no_grad
 place the clicks) and the steps after it are not run. On the average a batch costs two decodes
 with gradient plus ``(steps - 1) / 2`` without, instead of ``steps + 1`` with gradient.
 
+With ``neighbour_mask`` > 0 (3D sessions' ``RefineConfig(carry_mask=True)``: a slice a click's
+change propagates to is decoded with the box grown from its neighbour's mask and the neighbour's
+new low-resolution logits as the mask prompt) each sample whose batch brings an adjacent slice of
+the same label (:class:`NeighbourPrompt`, ``EmbeddingDataset(neighbours=True)``) is, with that
+probability, prompted as such a slice: the box is the neighbour's (grown as propagation grows it)
+and every step, the box step and the click steps, gets the neighbour's truth as a logits-like
+mask prompt (:func:`neighbour_logits`: per sample a random level inside, 3..10, and outside, -8..-25,
+about what LiteMedSAM's low-resolution logits hold); the target stays the sample's own mask.
+
 Coordinates are in the model-input frame (the cache's masks and boxes live there); the errors are
 computed inside the valid (unpadded) region only.
 """
@@ -46,19 +55,87 @@ class ClickTraining:
             the mask prompt (the CLI and sessions can run either way).
         backprop: ``"all"`` (every step's logits carry gradient and are returned) or
             ``"sampled"`` (the box step and one random click step; module docstring).
+        neighbour_mask: probability, per sample that has an adjacent slice in its batch, of being
+            prompted as a propagated slice of a 3D session with ``carry_mask`` (module docstring).
     """
 
     steps: int = 0
     mask_prompt: float = 0.5
     backprop: str = "all"
+    neighbour_mask: float = 0.0
 
     def __post_init__(self) -> None:
         if self.steps < 0:
             raise ValueError(f"click steps must be >= 0, got {self.steps}")
         if not 0.0 <= self.mask_prompt <= 1.0:
             raise ValueError(f"mask_prompt is a probability, got {self.mask_prompt}")
+        if not 0.0 <= self.neighbour_mask <= 1.0:
+            raise ValueError(f"neighbour_mask is a probability, got {self.neighbour_mask}")
         if self.backprop not in BACKPROP:
             raise ValueError(f"backprop must be one of {', '.join(BACKPROP)}, got {self.backprop!r}")
+
+
+#: the logits-like values of a mask prompt made from a binary mask without random levels
+#: (``ModelGeometry.mask_to_model``)
+MASK_LOGIT = 8.0
+#: ranges of the random levels inside and outside (:func:`neighbour_logits`)
+INSIDE_LOGITS = (3.0, 10.0)
+OUTSIDE_LOGITS = (8.0, 25.0)
+
+
+@dataclass(frozen=True)
+class NeighbourPrompt:
+    """An adjacent slice of each sample's label, as a 3D propagation would prompt the sample.
+
+    Attributes:
+        mask: (B, 1, S, S) the adjacent slice's mask in {0, 1}, in the sample's frame.
+        box: (B, 4) the propagation box made from it, model-input pixels.
+        present: (B,) bool, whether the sample has such a slice (else ``mask`` and ``box`` are unused).
+    """
+
+    mask: torch.Tensor
+    box: torch.Tensor
+    present: torch.Tensor
+
+    @classmethod
+    def from_batch(cls, batch: dict[str, torch.Tensor]) -> NeighbourPrompt | None:
+        """The batch's ``neighbour_mask``, ``neighbour_box`` and ``has_neighbour`` (None without them)."""
+        if "neighbour_mask" not in batch:
+            return None
+        return cls(batch["neighbour_mask"], batch["neighbour_box"], batch["has_neighbour"].bool())
+
+
+def neighbour_logits(mask: torch.Tensor, size: tuple[int, int] | torch.Size,
+                     rng: np.random.RandomState | None = None) -> torch.Tensor:
+    """(B, 1, S, S) binary masks -> (B, 1, *size) logits-like mask prompts in the decoder's
+    low-resolution frame (the padded square, resized as a whole): +/-``MASK_LOGIT``, or with ``rng``
+    per sample a level drawn from ``INSIDE_LOGITS`` inside and minus one from ``OUTSIDE_LOGITS``
+    outside (the decoder's own logits are about +5 inside, -20 outside)."""
+    mask = mask.float()
+    if tuple(mask.shape[-2:]) != tuple(size):
+        mask = F.interpolate(mask, size=tuple(size), mode="bilinear", align_corners=False)
+    inside = mask > 0.5
+    if rng is None:
+        return torch.where(inside, MASK_LOGIT, -MASK_LOGIT)
+    n = len(mask)
+    high = torch.as_tensor(rng.uniform(*INSIDE_LOGITS, n), dtype=mask.dtype, device=mask.device)[:, None, None, None]
+    low = torch.as_tensor(-rng.uniform(*OUTSIDE_LOGITS, n), dtype=mask.dtype, device=mask.device)[:, None, None, None]
+    return torch.where(inside, high, low)
+
+
+def decode_with_masks(model: Sam, embeddings: torch.Tensor, boxes: torch.Tensor,
+                      points: tuple[torch.Tensor, torch.Tensor] | None, masks: torch.Tensor | None,
+                      rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``model.decode`` where only the ``rows`` (B,) bool of the batch take ``masks`` as the mask
+    prompt; the others get the prompt encoder's no-mask embedding, as ``masks=None`` gives them."""
+    if masks is None or rows is None or bool(rows.all()):
+        return model.decode(embeddings, boxes=boxes, points=points, masks=masks)
+    sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=masks)
+    _, no_mask = model.prompt_encoder(points=None, boxes=None, masks=None)
+    dense = torch.where(rows.to(dense.device)[:, None, None, None], dense, no_mask.to(dense.dtype))
+    return model.mask_decoder(image_embeddings=embeddings, image_pe=model.prompt_encoder.get_dense_pe(),
+                              sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                              multimask_output=False)
 
 
 def simulate_clicks(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
@@ -84,12 +161,24 @@ def simulate_clicks(logits: torch.Tensor, target: torch.Tensor, valid: torch.Ten
 
 
 def interactive_steps(model: Sam, embeddings: torch.Tensor, boxes: torch.Tensor, target: torch.Tensor,
-                      valid: torch.Tensor, config: ClickTraining, rng: np.random.RandomState
-                      ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                      valid: torch.Tensor, config: ClickTraining, rng: np.random.RandomState,
+                      neighbour: NeighbourPrompt | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Run the box step and the click steps; returns the (logits, iou) of each step that carries
     gradient: all ``config.steps + 1`` with ``backprop="all"`` (or under ``torch.no_grad()``), the
-    box step and one drawn click step with ``"sampled"``."""
-    outputs = [model.decode(embeddings, boxes=boxes)]
+    box step and one drawn click step with ``"sampled"``. With ``neighbour`` and
+    ``config.neighbour_mask`` > 0 the drawn samples are prompted from their adjacent slice
+    (module docstring)."""
+    carried, rows = None, None
+    if neighbour is not None and config.neighbour_mask > 0:
+        draw = torch.as_tensor(rng.random_sample(len(boxes)) < config.neighbour_mask, device=boxes.device)
+        rows = neighbour.present.to(boxes.device) & draw
+        if bool(rows.any()):
+            boxes = torch.where(rows[:, None], neighbour.box.to(boxes), boxes)
+            carried = neighbour_logits(neighbour.mask.to(boxes.device), model.prompt_encoder.mask_input_size,
+                                       rng)
+        else:
+            rows = None
+    outputs = [decode_with_masks(model, embeddings, boxes, None, carried, rows)]
     size = target.shape[-2:]
     scale = model.image_size / size[-1]  # mask frame -> model-input frame (1 when they agree)
     use_mask = rng.random_sample() < config.mask_prompt
@@ -103,9 +192,14 @@ def interactive_steps(model: Sam, embeddings: torch.Tensor, boxes: torch.Tensor,
         xy, lab = simulate_clicks(current, target, valid, rng)
         points = torch.cat([points, torch.as_tensor(xy * scale, dtype=points.dtype, device=points.device)[:, None]], 1)
         labels = torch.cat([labels, torch.as_tensor(lab, device=labels.device)[:, None]], 1)
-        masks = previous.detach() if use_mask else None
+        masks, mask_rows = (previous.detach() if use_mask else None), None
+        if carried is not None:  # the neighbour's mask stays the prompt of the samples drawn for it
+            if masks is None:
+                masks, mask_rows = carried, rows
+            else:
+                masks = torch.where(rows[:, None, None, None], carried.to(masks.dtype), masks)
         with torch.set_grad_enabled(torch.is_grad_enabled() and (not sampled or step == last)):
-            out = model.decode(embeddings, boxes=boxes, points=(points, labels), masks=masks)
+            out = decode_with_masks(model, embeddings, boxes, (points, labels), masks, mask_rows)
         previous = out[0]
         if not sampled or step == last:
             outputs.append(out)

@@ -33,7 +33,7 @@ from torch import nn
 
 from ..models.sam import Sam
 from .config import LoraConfig
-from .interactive import ClickTraining, interactive_steps
+from .interactive import ClickTraining, NeighbourPrompt, interactive_steps
 from .lora import DECODER_PROMPT_PARTS, add_decoder_lora, add_lora, merged_copy
 
 _TRAINED_PARTS = {
@@ -100,7 +100,7 @@ class SamNet(nn.Module):
             # validation: the same clicks and mask-prompt choice every epoch
             rng = self._rng if self.training else np.random.RandomState(int(batch["index"][0]))
             steps = interactive_steps(self.model, embeddings, batch["box"], batch["mask"], batch["valid"],
-                                      self.clicks, rng)
+                                      self.clicks, rng, NeighbourPrompt.from_batch(batch))
             if not self.training:  # the score after the last click
                 return steps[-1]
             return torch.cat([s[0] for s in steps]), torch.cat([s[1] for s in steps])
