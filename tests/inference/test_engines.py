@@ -79,15 +79,71 @@ def test_a_missing_engine_asked_by_name_is_a_clear_error(loaded, monkeypatch, ba
         choose_engines(backend, None, loaded)
 
 
-def test_gpu_and_sam2_use_torch_under_auto_and_refuse_engines(loaded):
+def test_gpu_uses_torch_under_auto_and_refuses_engines(loaded):
     gpu = dataclasses.replace(loaded, device=torch.device("cuda"))
     assert choose_engines("auto", None, gpu) == [EngineChoice("torch", "fp32")]
     with pytest.raises(MedsamkitError, match="runs on the CPU"):
         choose_engines("onnx", None, gpu)
-    sam2 = dataclasses.replace(loaded, spec=get_spec("sam2.1-hiera-tiny"))
-    assert choose_engines("auto", None, sam2) == [EngineChoice("torch", "fp32")]
-    with pytest.raises(MedsamkitError, match="not available for sam2.1-hiera-tiny"):
-        choose_engines("openvino", None, sam2)
+
+
+@pytest.fixture(scope="module")
+def sam2_loaded() -> LoadedModel:
+    from medsamkit.models.sam2.config import build_test_model
+
+    torch.manual_seed(0)
+    return LoadedModel(build_test_model(64).eval(), get_spec("sam2.1-hiera-tiny"), Path("random"),
+                       torch.device("cpu"))
+
+
+def test_sam2_auto_takes_the_engines_in_fp32_and_bf16_only_when_asked(sam2_loaded, monkeypatch):
+    monkeypatch.setattr(engines, "_has_bf16", lambda: True)
+    expected = [EngineChoice(n, "fp32") for n in ("openvino", "onnx", "torch") if ENGINES[n].available()]
+    assert choose_engines("auto", None, sam2_loaded) == expected
+    if ENGINES["openvino"].available():
+        assert choose_engines("openvino", None, sam2_loaded) == [EngineChoice("openvino", "fp32")]
+        assert choose_engines("openvino", "bf16", sam2_loaded) == [EngineChoice("openvino", "bf16")]
+    if ENGINES["onnx"].available():
+        assert choose_engines("onnx", None, sam2_loaded) == [EngineChoice("onnx", "fp32")]
+    with pytest.raises(MedsamkitError, match="int8 is not available for sam2.1-hiera-tiny"):
+        choose_engines("openvino", "int8", sam2_loaded)
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_sam2_missing_engine_asked_by_name_is_a_clear_error(sam2_loaded, monkeypatch, backend):
+    _missing(monkeypatch, backend)
+    with pytest.raises(MedsamkitError, match=rf"--backend {backend} is not installed: pip install -e"):
+        choose_engines(backend, None, sam2_loaded)
+    _missing(monkeypatch, "onnx", "openvino")
+    assert choose_engines("auto", None, sam2_loaded) == [EngineChoice("torch", "fp32")]
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino", "torch-bf16"])
+def test_sam2_predictor_on_an_engine_gives_the_torch_masks(sam2_loaded, tmp_path, monkeypatch, backend):
+    from medsamkit.inference.sam2_predictor import SAM2Predictor
+    from medsamkit.preprocessing.geometry import SAM2Geometry
+
+    name, precision = ("torch", "bf16") if backend == "torch-bf16" else (backend, "fp32")
+    if not ENGINES[name].available():
+        pytest.skip(f"{name} is not installed")
+    monkeypatch.setenv("MEDSAMKIT_CACHE", str(tmp_path))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        loaded = dataclasses.replace(sam2_loaded, spec=dataclasses.replace(sam2_loaded.spec, architecture="tiny"))
+        predictor = make_predictor(loaded, backend=name, precision=precision, threads=1)
+        assert predictor.engine == EngineChoice(name, precision) and predictor.encoder != loaded.model.encode
+        if name == "openvino":
+            assert predictor.encoder.mode == "latency"
+        geometry = type("G", (SAM2Geometry,), {"input_size": 64})()
+        ours, theirs = SAM2Predictor(loaded.model, geometry, predictor.encoder), SAM2Predictor(loaded.model, geometry)
+        image = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+        ours.set_image(image), theirs.set_image(image)
+        box = np.array([[5, 5, 40, 30]], float)
+        a, b = ours.predict(boxes=box), theirs.predict(boxes=box)
+        agree = np.logical_and(a.masks, b.masks).sum() * 2 / max(a.masks.sum() + b.masks.sum(), 1)
+        assert agree >= (0.9 if precision == "bf16" else 1.0 - 1e-9), agree
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_precision_the_backend_does_not_offer_is_an_error(loaded):

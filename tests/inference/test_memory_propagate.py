@@ -291,8 +291,9 @@ def test_parity_through_the_cli(parity, tmp_path, capsys, monkeypatch):
     sitk.WriteImage(sitk.GetImageFromArray(ref["imgs"]), str(volume))
     out = tmp_path / "seg.nii.gz"
     box = ",".join(f"{v:g}" for v in ref["box"])
+    # --backend torch: the features memoised above are torch's (the engines: tests/cli/test_cli_sam2_backends.py)
     code = main(["-q", "segment", str(volume), "--checkpoint", str(checkpoint), "--box", box,
-                 "--slice", str(int(ref["key"])), "-o", str(out)])
+                 "--slice", str(int(ref["key"])), "--backend", "torch", "-o", str(out)])
     assert code == 0, capsys.readouterr().err
     seg = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
     assert _dice(seg > 0, ref["seg"] > 0) >= 0.999

@@ -205,7 +205,9 @@ def test_parity_through_the_cli(parity, tmp_path, capsys, monkeypatch):
                         if hashlib.sha1(image.tobytes()).hexdigest() == digest else original_embed(self, image))
     out = tmp_path / "mask.png"
     box = ",".join(f"{v:g}" for v in ref["box"])
-    code = main(["-q", "segment", str(image_path), "--checkpoint", str(checkpoint), "--box", box, "-o", str(out)])
+    # --backend torch: the embedding shared above is torch's (the engines: tests/cli/test_cli_sam2_backends.py)
+    code = main(["-q", "segment", str(image_path), "--checkpoint", str(checkpoint), "--box", box,
+                 "--backend", "torch", "-o", str(out)])
     assert code == 0, capsys.readouterr().err
     mask = np.asarray(Image.open(out)) == 255
     assert _dice(mask, ref["box_single_logits"][0].astype(np.float32) > 0) >= 0.999

@@ -10,11 +10,18 @@ by ``benchmarks/bench_engines.py`` on Kvasir-SEG, see ``docs/benchmarks.md``):
 2. ONNX Runtime fp32;
 3. torch fp32 (always there: the engines are the optional ``engines`` extra).
 
-On a GPU, or for the SAM2 family (whose encoder returns several feature maps), ``auto`` is torch.
-An engine that fails to build under ``auto`` is logged and the next one is tried; an engine
-asked for by name fails with a clear error instead.
+The SAM2 family (SAM2, SAM2.1, MedSAM2) runs the same engines on its ``SAM2Base.encode`` (the
+Hiera encoder and the two high-resolution projections, three outputs:
+:mod:`~medsamkit.inference.encoder_graph`); ``auto`` picks them in fp32 (OpenVINO, then ONNX
+Runtime), whose masks are torch fp32's (``benchmarks/bench_sam2_engines.py``: Dice >= 0.999997
+on 20 Kvasir-SEG images with the stand-in weights, SAM2.1-tiny and MedSAM2; docs/benchmarks.md);
+bf16 (Dice down to 0.85) only when asked for, int8 not at all. Its mask decoder and memory stay
+on torch.
 
-With an engine for the image encoder, box prompts are decoded on an engine too
+On a GPU ``auto`` is torch. An engine that fails to build under ``auto`` is logged and the next
+one is tried; an engine asked for by name fails with a clear error instead.
+
+With an engine for the image encoder (SAM family), box prompts are decoded on an engine too
 (:func:`build_decoder`: ONNX Runtime fp32, else OpenVINO fp32; their masks equal the torch
 decoder's), all the boxes of an image in one call; clicks and mask prompts stay on torch.
 """
@@ -32,7 +39,8 @@ import torch
 from ..choices import BACKENDS, PRECISIONS
 from ..errors import MedsamkitError
 from ..models.loader import LoadedModel
-from .onnx_encoder import OnnxEncoder, _weights_key, onnx_available
+from .encoder_graph import encoder_graph
+from .onnx_encoder import EngineOutput, OnnxEncoder, _weights_key, onnx_available
 from .openvino_encoder import OpenVinoEncoder, cpu_capabilities, openvino_available
 
 log = logging.getLogger(__name__)
@@ -79,8 +87,9 @@ def _has_bf16() -> bool:
 
 
 def _bf16_agrees(loaded: LoadedModel) -> bool:
-    """True when this CPU runs bf16 and the encoder's weights were measured to keep the masks in bf16."""
-    return _has_bf16() and _weights_key(loaded.model.image_encoder) in BF16_AGREES
+    """True when this CPU runs bf16 and the encoder's weights were measured to keep the masks in bf16
+    (none of the SAM2 family's: it gets bf16 only when asked for)."""
+    return loaded.spec.family != "sam2" and _has_bf16() and _weights_key(loaded.model.image_encoder) in BF16_AGREES
 
 
 def auto_candidates(loaded: LoadedModel) -> list[EngineChoice]:
@@ -101,8 +110,10 @@ def choose_engines(backend: str, precision: str | None, loaded: LoadedModel) -> 
     if precision is not None and precision not in PRECISIONS:
         raise MedsamkitError(f"unknown precision {precision!r}: {', '.join(PRECISIONS)}")
     family, device = loaded.spec.family, loaded.device
+    if family == "sam2" and precision == "int8":
+        raise MedsamkitError(f"--precision int8 is not available for {loaded.spec.name}; use fp32 or bf16")
     if backend == "auto":
-        if device.type != "cpu" or family == "sam2":
+        if device.type != "cpu":
             return [EngineChoice("torch", precision or "fp32")]
         if precision is None:
             return auto_candidates(loaded)
@@ -115,9 +126,6 @@ def choose_engines(backend: str, precision: str | None, loaded: LoadedModel) -> 
         if device.type != "cpu":
             raise MedsamkitError(f"--backend {backend} runs on the CPU; drop it or use --device cpu "
                                  f"(device is {device})")
-        if family == "sam2":
-            raise MedsamkitError(f"--backend {backend} is not available for {loaded.spec.name} yet; "
-                                 "use --backend torch")
         if not engine.available():
             raise MedsamkitError(f"--backend {backend} is not installed: {engine.install}")
     if precision is None:
@@ -129,14 +137,16 @@ def choose_engines(backend: str, precision: str | None, loaded: LoadedModel) -> 
 
 
 class TorchAutocastEncoder:
-    """The model's own encoder under CPU/GPU bf16 autocast; returns float32."""
+    """The model's own encoder under CPU/GPU bf16 autocast; returns float32 (SAM2: each of the
+    three feature maps)."""
 
-    def __init__(self, encode: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> None:
+    def __init__(self, encode: Callable[[torch.Tensor], EngineOutput], device: torch.device) -> None:
         self.encode, self.device_type = encode, device.type
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor) -> EngineOutput:
         with torch.autocast(self.device_type, dtype=torch.bfloat16):
-            return self.encode(images).float()
+            out = self.encode(images)
+        return tuple(t.float() for t in out) if isinstance(out, tuple) else out.float()
 
 
 def build_encoder(choice: EngineChoice, loaded: LoadedModel, threads: int | None = None,
@@ -152,10 +162,13 @@ def build_encoder(choice: EngineChoice, loaded: LoadedModel, threads: int | None
     model, arch = loaded.model, loaded.spec.architecture
     if choice.backend == "torch":
         return TorchAutocastEncoder(model.encode, loaded.device) if choice.precision == "bf16" else None
+    graph = encoder_graph(model, loaded.spec.family)
     if choice.backend == "onnx":
-        return OnnxEncoder(model.image_encoder, model.image_size, cache / "onnx", arch, threads)
-    return OpenVinoEncoder(model.image_encoder, model.image_size, cache, arch, choice.precision, threads,
-                           calibration, mode)
+        return OnnxEncoder(graph.module, model.image_size, cache / "onnx", arch, threads, graph.outputs)
+    if loaded.spec.family == "sam2":
+        mode = "latency"  # the SAM2 predictor and memory propagation encode one image at a time
+    return OpenVinoEncoder(graph.module, model.image_size, cache, arch, choice.precision, threads,
+                           calibration, mode, graph.outputs)
 
 
 def build_first(choices: list[EngineChoice], loaded: LoadedModel, threads: int | None = None,

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from ..errors import MedsamkitError
-from .onnx_encoder import _weights_key, exported_encoder, onnx_export_available
+from .encoder_graph import EMBEDDING_OUTPUTS
+from .onnx_encoder import EngineOutput, _weights_key, as_output, exported_encoder, onnx_export_available
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,12 @@ def _quantized(onnx_path: Path, out: Path, calibration: Sequence[np.ndarray]) ->
 
 
 class OpenVinoEncoder:
-    """Callable (1, 3, S, S) tensor -> embedding tensor backed by an OpenVINO compiled model.
+    """Callable (1, 3, S, S) tensor -> embedding tensor (for a module with several ``outputs``, a
+    tuple of tensors in their order) backed by an OpenVINO compiled model.
 
     Args:
-        encoder: the torch image encoder (exported to ONNX once per weights digest).
+        encoder: the torch image encoder (exported to ONNX once per weights digest), or any
+            module of one image input (:mod:`~medsamkit.inference.encoder_graph`).
         input_size: S, the square input side.
         cache: the medsamkit cache dir (``onnx/`` and ``openvino/`` are made under it).
         arch: architecture name, part of the cached file names.
@@ -87,11 +90,12 @@ class OpenVinoEncoder:
         mode: ``latency`` (one request on all threads: one image at a time, the interactive case)
             or ``throughput`` (OpenVINO's streams, one thread each, and as many requests: several
             images encoded at once with :meth:`submit`, the folder case). Same embeddings.
+        outputs: the names of the module's outputs (one: the embedding).
     """
 
     def __init__(self, encoder: nn.Module, input_size: int, cache: Path, arch: str, precision: str = "fp32",
                  threads: int | None = None, calibration: Sequence[np.ndarray] = (),
-                 mode: str = "latency") -> None:
+                 mode: str = "latency", outputs: tuple[str, ...] = EMBEDDING_OUTPUTS) -> None:
         if mode not in ("latency", "throughput"):
             raise ValueError(f"mode must be latency or throughput, got {mode!r}")
         if not openvino_available():
@@ -102,7 +106,7 @@ class OpenVinoEncoder:
             raise MedsamkitError("--precision bf16: this CPU has no BF16 instructions; use fp32")
         import openvino as ov
 
-        path = exported_encoder(encoder, input_size, cache / "onnx", arch)
+        path = exported_encoder(encoder, input_size, cache / "onnx", arch, outputs)
         if precision == "int8":
             calib = hashlib.sha256(b"".join(np.ascontiguousarray(c, np.float32).tobytes() for c in calibration))
             path = _quantized(path, cache / "openvino" / f"{arch}-{_weights_key(encoder)}-int8-"
@@ -115,6 +119,7 @@ class OpenVinoEncoder:
                   "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads())}
         self.compiled = core.compile_model(str(path), "CPU", config)
         n = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")) if mode == "throughput" else 1
+        self._outputs = len(self.compiled.outputs)
         self._idle = [self.compiled.create_infer_request() for _ in range(max(n, 1))]
         self.request = self._idle[0]
         self._busy = 0
@@ -127,10 +132,10 @@ class OpenVinoEncoder:
         """How many images :meth:`submit` can have in flight (OpenVINO's optimal number of requests)."""
         return len(self._idle) + self._busy
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor) -> EngineOutput:
         return self.submit(images)()
 
-    def submit(self, images: torch.Tensor) -> Callable[[], torch.Tensor]:
+    def submit(self, images: torch.Tensor) -> Callable[[], EngineOutput]:
         """Start encoding ``images`` in the background; the returned function waits for and
         returns the embedding (later calls return it again). At most :attr:`slots` may be pending."""
         if not self._idle:
@@ -139,13 +144,14 @@ class OpenVinoEncoder:
         self._busy += 1
         request.start_async({0: np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)})
 
-        done: list[torch.Tensor] = []
+        done: list[EngineOutput] = []
 
-        def result() -> torch.Tensor:
+        def result() -> EngineOutput:
             if not done:
                 try:
                     request.wait()
-                    done.append(torch.from_numpy(np.array(request.get_output_tensor(0).data, np.float32, copy=True)))
+                    done.append(as_output([np.array(request.get_output_tensor(i).data, np.float32, copy=True)
+                                           for i in range(self._outputs)]))
                 finally:
                     self._busy -= 1
                     self._idle.append(request)
