@@ -240,3 +240,26 @@ def test_openvino_backend_gives_the_same_embeddings(tmp_path, encoder, samples, 
                                                                            backend="openvino"))
     assert ov_cache.folder != torch_cache.folder
     assert torch.allclose(ov_cache.get(1), torch_cache.get(1), atol=1e-4)
+
+
+def test_auto_backend_is_the_fastest_installed_engine_on_the_cpu(monkeypatch):
+    from medsamkit.inference import onnx_encoder, openvino_encoder
+    from medsamkit.training.embedding_cache import resolve_backend
+
+    for ov, ort, expected in [(True, True, "openvino"), (False, True, "onnx"), (False, False, "torch")]:
+        monkeypatch.setattr(openvino_encoder, "openvino_available", lambda ov=ov: ov)
+        monkeypatch.setattr(onnx_encoder, "onnx_available", lambda ort=ort: ort)
+        assert resolve_backend("auto", "cpu") == expected
+    monkeypatch.setattr(openvino_encoder, "openvino_available", lambda: True)
+    assert resolve_backend("auto", torch.device("meta")) == "torch"  # not a CPU: torch
+    assert resolve_backend("onnx", "cpu") == "onnx"  # a name asked for is kept
+
+
+def test_auto_backend_keys_the_cache_by_the_engine_it_resolves_to(tmp_path, encoder, samples, monkeypatch):
+    from medsamkit.inference import onnx_encoder, openvino_encoder
+
+    monkeypatch.setattr(openvino_encoder, "openvino_available", lambda: False)
+    monkeypatch.setattr(onnx_encoder, "onnx_available", lambda: False)
+    auto = embedding_cache(samples[:2], encoder, TinyGeometry(), _spec(tmp_path, dtype="float32", backend="auto"))
+    torch_cache = embedding_cache(samples[:2], encoder, TinyGeometry(), _spec(tmp_path, dtype="float32"))
+    assert auto.folder == torch_cache.folder  # auto resolved to torch here: the same cache, reused

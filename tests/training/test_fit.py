@@ -119,3 +119,13 @@ def test_bf16_autocast_and_gradient_accumulation(tmp_path, data):
     assert all(torch.isfinite(torch.tensor(float(r["train_loss_epoch"]))) for r in rows if r.get("train_loss_epoch"))
     state = read_checkpoint(result.export_path)
     assert all(v.dtype in (torch.float32, torch.int64) for v in state.values())  # weights stay float32
+
+
+def test_compile_needs_a_cpp_compiler(tmp_path, data, monkeypatch):
+    import shutil
+
+    from medsamkit.errors import InputError
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(InputError, match="trainer.compile: true needs a C\\+\\+ compiler"):
+        fit(quick_config(tmp_path, "--trainer.compile", "true"), data, model=tiny_sam(), geometry=TinyGeometry())

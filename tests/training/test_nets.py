@@ -78,3 +78,28 @@ def test_baseline_net():
     net = BaselineNet(UNet(width=4, levels=3))
     logits, iou = net(_batch(2))
     assert logits.shape == (2, 1, 64, 64) and iou is None and net.is_trained_key("anything")
+
+
+def test_compiled_decoder_step_matches_eager_and_keeps_the_model_layout():
+    import copy
+    import shutil
+
+    if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        pytest.skip("torch.compile on the CPU needs a C++ compiler")
+    torch.manual_seed(0)
+    eager = SamNet(tiny_sam(), "decoder").train()
+    compiled = SamNet(copy.deepcopy(eager.model), "decoder", compile=True).train()
+    batch = {**_batch(), "mask": (torch.rand(3, 1, 64, 64) > 0.5).float()}
+    outs = []
+    for net in (eager, compiled):
+        logits, iou = net(batch)
+        (logits.sigmoid().mean() + iou.mean()).backward()
+        grads = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+        outs.append((logits.detach(), iou.detach(), grads))
+    assert "_compiled_decode" in compiled.__dict__  # the compiled path ran
+    assert torch.allclose(outs[0][0], outs[1][0], atol=1e-4) and torch.allclose(outs[0][1], outs[1][1], atol=1e-4)
+    assert outs[0][2].keys() == outs[1][2].keys() and outs[0][2]  # the same parameters train
+    assert all(torch.allclose(outs[0][2][k], outs[1][2][k], atol=1e-4, rtol=1e-3) for k in outs[0][2])
+    assert compiled.state_dict().keys() == eager.state_dict().keys()  # official keys, no _orig_mod
+    clone = copy.deepcopy(compiled)  # checkpoints/DDP copy the net: the compiled function is remade
+    assert "_compiled_decode" not in clone.__dict__ and clone.compile

@@ -101,6 +101,7 @@ def quick_config(out_dir, *overrides: str):
     from medsamkit.training.config import load_config
 
     return load_config([], ["--model.pretrained", "false", "--output.dir", str(out_dir), "--data.batch_size", "4",
+                            "--data.embedding_backend", "torch",  # tiny encoders: no engine export per test
                             "--output.progress_bar", "false", "--output.tensorboard", "false",
                             "--optim.lr", "3e-3", "--trainer.max_epochs", "3", "--trainer.log_every_n_steps", "1",
                             *overrides])

@@ -109,8 +109,10 @@ class DataConfig:
         re-encodes every step; only useful to measure the difference).
     embedding_dir: where embedding caches live (default ``<cache>/embeddings``).
     embedding_dtype: ``float16`` (half the disk, see docs/benchmarks.md) or ``float32``.
-    embedding_backend: ``torch``, ``onnx`` (ONNX Runtime, CPU only: about 3x faster to build) or
-        ``openvino`` (OpenVINO fp32, CPU only: faster still, the same numbers to ~4e-6).
+    embedding_backend: ``auto`` (the default: OpenVINO on a CPU where it is installed, else ONNX
+        Runtime, else torch; torch on a GPU), ``torch``, ``onnx`` (ONNX Runtime, CPU only: about 3x
+        faster to build) or ``openvino`` (OpenVINO fp32, CPU only: faster still, the same numbers
+        to ~4e-6).
     embedding_flips: extra cached variants, any of ``hflip``, ``vflip`` (flip augmentation in
         decoder mode; each costs one more encoder pass per image).
     max_train_samples / max_val_samples: use only the first N (quick runs).
@@ -131,7 +133,7 @@ class DataConfig:
     embeddings: bool = True
     embedding_dir: str | None = None
     embedding_dtype: str = "float16"
-    embedding_backend: str = "torch"
+    embedding_backend: str = "auto"
     embedding_flips: list[str] = field(default_factory=list)
     max_train_samples: int | None = None
     max_val_samples: int | None = None
@@ -178,7 +180,13 @@ class OptimConfig:
 @dataclass
 class TrainerConfig:
     """Lightning Trainer settings (``precision: auto`` is bf16-mixed on a GPU that has it,
-    16-mixed on other GPUs, 32-true on the CPU)."""
+    16-mixed on other GPUs, 32-true on the CPU; ``bf16-mixed`` also runs on CPUs with bf16).
+
+    compile: ``torch.compile`` the box-prompted decoder step of SAM-family nets (``decoder``,
+        ``decoder-lora``, ``encoder-decoder`` ... without clicks or automatic mode). It needs a C++
+        compiler on the CPU; the first step of each batch size compiles (tens of seconds), later
+        steps are faster (docs/benchmarks.md, "Training speed").
+    """
 
     max_epochs: int = 10
     max_steps: int = -1
@@ -187,6 +195,7 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "auto"
+    compile: bool = False
     accumulate_grad_batches: int = 1
     gradient_clip_val: float | None = None
     seed: int = 0
@@ -400,7 +409,7 @@ def _check_choices(config: Any, origin: dict[str, str], prefix: str) -> None:
         bad("scheduler", config.scheduler, SCHEDULERS)
     elif isinstance(config, DataConfig):
         bad("embedding_dtype", config.embedding_dtype, ("float16", "float32"))
-        bad("embedding_backend", config.embedding_backend, ("torch", "onnx", "openvino"))
+        bad("embedding_backend", config.embedding_backend, ("auto", "torch", "onnx", "openvino"))
         for flip in config.embedding_flips:
             bad("embedding_flips", flip, ("hflip", "vflip"))
         bad("prompt", config.prompt, ("box", "click"))

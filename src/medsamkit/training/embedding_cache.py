@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +148,22 @@ class EmbeddingCacheSpec:
     variants: tuple[str, ...] = ()  # extra flips: "hflip", "vflip"
     batch_size: int = 8
     progress: bool = True
-    backend: str = "torch"  # "onnx" / "openvino": ONNX Runtime / OpenVINO fp32 on the CPU (faster, same numbers to ~4e-6)
+    backend: str = "torch"  # "onnx" / "openvino": ONNX Runtime / OpenVINO fp32 on the CPU (faster, same numbers
+    # to ~4e-6); "auto": the fastest of these installed (resolve_backend)
+
+
+def resolve_backend(backend: str, device: str | torch.device) -> str:
+    """``auto`` -> OpenVINO fp32 on a CPU where it is installed, else ONNX Runtime, else torch (torch on
+    a GPU): the engines give the torch embeddings to ~4e-6 and build the cache several times faster
+    (docs/benchmarks.md, "Training speed"). Other names are returned as they are."""
+    if backend != "auto":
+        return backend
+    if torch.device(device).type != "cpu":
+        return "torch"
+    from ..inference.onnx_encoder import onnx_available
+    from ..inference.openvino_encoder import openvino_available
+
+    return "openvino" if openvino_available() else "onnx" if onnx_available() else "torch"
 
 
 def cache_key(encoder_hash: str, geometry: ModelGeometry, index: SourceIndex, spec: EmbeddingCacheSpec) -> str:
@@ -243,6 +258,7 @@ def embedding_cache(source: SampleSource, encoder: nn.Module, geometry: ModelGeo
     for flip in spec.variants:
         if flip not in ("hflip", "vflip"):
             raise ValueError(f"unknown embedding variant {flip!r} (hflip or vflip)")
+    spec = replace(spec, backend=resolve_backend(spec.backend, device))
     index = index_source(source)
     key = cache_key(encoder_fingerprint(encoder), geometry, index, spec)
     folder = Path(spec.root) / key

@@ -64,6 +64,10 @@ def config_geometry(config: FitConfig) -> ModelGeometry:
 def build_net(config: FitConfig, model: nn.Module | None = None) -> nn.Module:
     """The adapter to train; ``model`` replaces the registry's weights or the baseline (injection)."""
     m = config.model
+    if config.trainer.compile and (m.name in BASELINES or is_sam2(config) or m.automatic or m.clicks.steps):
+        log.warning("trainer.compile only compiles the box-prompted decoder step of SAM-family nets; "
+                    "it does nothing for %s", "automatic mode" if m.automatic else
+                    "click training" if m.clicks.steps and m.name not in BASELINES else m.name)
     if m.name in BASELINES:
         return BaselineNet(model if model is not None else build_baseline(m.name, m.width))
     if model is None:
@@ -77,9 +81,23 @@ def build_net(config: FitConfig, model: nn.Module | None = None) -> nn.Module:
         from .sam2_module import Sam2Net
 
         return Sam2Net(model, m.mode)
+    if config.trainer.compile:
+        check_compiler()
     return SamNet(model, m.mode, m.automatic, m.lora, train_iou_head=config.loss.iou_mse > 0,
                   clicks=ClickTraining(m.clicks.steps, m.clicks.mask_prompt, m.clicks.backprop,
-                                       m.clicks.neighbour_mask))
+                                       m.clicks.neighbour_mask),
+                  compile=config.trainer.compile)
+
+
+def check_compiler() -> None:
+    """``trainer.compile`` on the CPU needs a C++ compiler (torch.compile's inductor builds kernels)."""
+    import shutil
+
+    if torch.cuda.is_available():
+        return
+    if not any(shutil.which(name) for name in ("g++", "c++", "clang++")):
+        raise InputError(None, "trainer.compile: true needs a C++ compiler on the CPU (g++, c++ or clang++ "
+                               "on PATH; e.g. apt-get install g++), or set trainer.compile: false")
 
 
 def is_sam2(config: FitConfig) -> bool:

@@ -52,7 +52,7 @@ class SamNet(nn.Module):
 
     def __init__(self, model: Sam, mode: str = "decoder", automatic: bool = False,
                  lora: LoraConfig | None = None, train_iou_head: bool = True,
-                 clicks: ClickTraining | None = None) -> None:
+                 clicks: ClickTraining | None = None, compile: bool = False) -> None:
         super().__init__()
         if mode not in _TRAINED_PARTS:
             raise ValueError(f"unknown mode {mode!r}; modes: {', '.join(_TRAINED_PARTS)}")
@@ -73,6 +73,7 @@ class SamNet(nn.Module):
                 param.requires_grad = False
         self.encoder_trains = mode not in CACHED_MODES
         self._rng: np.random.RandomState | None = None  # seeded from torch's RNG on first use
+        self.compile = compile
 
     def is_trained_key(self, key: str) -> bool:
         """Whether ``key`` (relative to this net) is trained, hence kept in training checkpoints."""
@@ -105,7 +106,7 @@ class SamNet(nn.Module):
                 return steps[-1]
             return torch.cat([s[0] for s in steps]), torch.cat([s[1] for s in steps])
         if not self.automatic:
-            return self.model.decode(embeddings, boxes=batch["box"])
+            return self._box_decoder()(embeddings, boxes=batch["box"])
         n = embeddings.shape[0]
         sparse, dense = self.model.prompt_encoder(points=None, boxes=None, masks=None)
         return self.model.mask_decoder(
@@ -115,6 +116,22 @@ class SamNet(nn.Module):
             dense_prompt_embeddings=dense.expand(n, -1, -1, -1),
             multimask_output=False,
         )
+
+    def _box_decoder(self):
+        """``model.decode``, or with ``compile`` its ``torch.compile``d version (made on first use
+        and kept outside the module's attributes, so state_dict keys, copies and exports are the
+        model's own)."""
+        if not self.compile:
+            return self.model.decode
+        compiled = self.__dict__.get("_compiled_decode")
+        if compiled is None:
+            compiled = self.__dict__["_compiled_decode"] = torch.compile(self.model.decode, dynamic=False)
+        return compiled
+
+    def __getstate__(self) -> dict:  # pickling/deepcopy (DDP spawn): the compiled function is remade
+        state = self.__dict__.copy()
+        state.pop("_compiled_decode", None)
+        return state
 
     def export_model(self) -> nn.Module:
         """The model in the official layout (LoRA adapters merged into a copy)."""
