@@ -103,3 +103,20 @@ def test_compiled_decoder_step_matches_eager_and_keeps_the_model_layout():
     assert compiled.state_dict().keys() == eager.state_dict().keys()  # official keys, no _orig_mod
     clone = copy.deepcopy(compiled)  # checkpoints/DDP copy the net: the compiled function is remade
     assert "_compiled_decode" not in clone.__dict__ and clone.compile
+
+
+def test_compile_works_under_an_ascii_locale():
+    """torch's inductor reads its kernel templates with the locale's encoding; under LANG=C that
+    fails unless medsamkit imports it under a UTF-8 character locale first."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0"}
+    code = ("import locale; assert locale.getpreferredencoding(False) != 'UTF-8'\n"
+            "from medsamkit.training.nets import _import_inductor\n"
+            "_import_inductor()\n"
+            "import torch._inductor.compile_fx\n"
+            "assert locale.getpreferredencoding(False) != 'UTF-8'  # the locale is restored\n")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -125,6 +125,7 @@ class SamNet(nn.Module):
             return self.model.decode
         compiled = self.__dict__.get("_compiled_decode")
         if compiled is None:
+            _import_inductor()
             compiled = self.__dict__["_compiled_decode"] = torch.compile(self.model.decode, dynamic=False)
         return compiled
 
@@ -136,6 +137,23 @@ class SamNet(nn.Module):
     def export_model(self) -> nn.Module:
         """The model in the official layout (LoRA adapters merged into a copy)."""
         return merged_copy(self.model)
+
+
+def _import_inductor() -> None:
+    """Import torch.compile's inductor under a UTF-8 character locale: it reads its kernel templates
+    with the locale's encoding, which fails under an ASCII locale (``LANG=C``, common in containers)."""
+    import locale
+
+    if locale.getpreferredencoding(False).replace("-", "").lower() == "utf8":
+        return
+    previous = locale.setlocale(locale.LC_CTYPE)
+    try:
+        locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
+        import torch._inductor.compile_fx  # noqa: F401 - the import that reads the templates
+    except locale.Error:  # no C.UTF-8 here: torch.compile raises its own error below
+        pass
+    finally:
+        locale.setlocale(locale.LC_CTYPE, previous)
 
 
 class BaselineNet(nn.Module):
