@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medsamkit.inference.engines import EngineChoice, build_encoder
+from bench_vitb_cpu import built_twice, timed  # sibling script: the same timing and build helpers
+from medsamkit.inference.engines import EngineChoice
 from medsamkit.inference.sam2_predictor import SAM2Predictor
 from medsamkit.models.checkpoint import load_state_dict_strict
 from medsamkit.models.loader import LoadedModel
@@ -47,16 +48,6 @@ from medsamkit.preprocessing.geometry import geometry_for
 CHOICES = (("torch", "fp32"), ("torch", "bf16"), ("onnx", "fp32"), ("openvino", "fp32"), ("openvino", "bf16"))
 KVASIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "kvasir-seg"
 OUTPUTS = ("vision", "stride4", "stride8")
-
-
-def timed(fn, runs: int) -> tuple[float, list[float], object]:
-    out = fn()  # warm-up
-    seconds = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        out = fn()
-        seconds.append(time.perf_counter() - t)
-    return statistics.median(seconds), seconds, out
 
 
 def standin_model(name: str) -> LoadedModel:
@@ -104,13 +95,7 @@ def bench_model(name: str, choices, args, images, tmp: Path) -> dict:
     rows, runners = [], {}
     for backend, precision in choices:
         choice = EngineChoice(backend, precision)
-        cache = tmp / f"cache-{name}-{backend}-{precision}"
-        t = time.perf_counter()
-        encoder = build_encoder(choice, loaded, args.threads, cache)
-        first = time.perf_counter() - t
-        t = time.perf_counter()
-        build_encoder(choice, loaded, args.threads, cache)
-        cached = time.perf_counter() - t
+        encoder, first, cached = built_twice(choice, loaded, args.threads, tmp / f"cache-{name}-{backend}-{precision}")
         run = encoder if encoder is not None else model.encode
         runners[(backend, precision)] = run
         with torch.inference_mode():

@@ -48,6 +48,17 @@ def timed(fn, runs: int) -> tuple[float, list[float], object]:
     return statistics.median(seconds), seconds, out
 
 
+def built_twice(choice: EngineChoice, loaded, threads: int, cache: Path):
+    """The engine encoder for ``choice`` and the seconds of its first build (export + compile into
+    the empty ``cache``) and of a second, cached build."""
+    t = time.perf_counter()
+    encoder = build_encoder(choice, loaded, threads, cache)
+    first = time.perf_counter() - t
+    t = time.perf_counter()
+    build_encoder(choice, loaded, threads, cache)
+    return encoder, first, time.perf_counter() - t
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="medsam-vit-b")
@@ -73,13 +84,7 @@ def main() -> None:
         rows = []
         for backend, precision in choices:
             choice = EngineChoice(backend, precision)
-            cache = tmp / f"cache-{backend}-{precision}"
-            t = time.perf_counter()
-            encoder = build_encoder(choice, loaded, args.threads, cache)
-            first = time.perf_counter() - t
-            t = time.perf_counter()
-            build_encoder(choice, loaded, args.threads, cache)
-            cached = time.perf_counter() - t
+            encoder, first, cached = built_twice(choice, loaded, args.threads, tmp / f"cache-{backend}-{precision}")
             run = encoder if encoder is not None else model.encode
             with torch.inference_mode():
                 median, seconds, emb = timed(lambda: run(image), args.runs)
