@@ -1,7 +1,8 @@
 """The CVPR 2025 interactive protocol on real MR volumes, through the public API.
 
 For every case of ../shared/data/volumes/{acdc-mr, brats2015-mr, brats2021-mr} (channel 0 image,
-MR intensity scheme volume-wide), every label present is one object of a ``medsamkit.Session``:
+MR intensity scheme volume-wide), every label present is one object of a 3D session
+(``Session3D``, as ``medsamkit.Session`` makes it, with ``--overlap``):
 
 - step 0: the label's box on the middle slice of its z extent, with the z range
   (:func:`medsamkit.evaluation.interactive.protocol_prompt`); all objects added together;
@@ -16,7 +17,12 @@ spacing as stored: the ACDC files store none, so 2 voxels there), DSC AUC over t
 (max 4), seconds per click. Variants (``--modes``): ``box`` (step 0 only), ``clicks`` (box +
 clicks, no mask prompt), ``clicks+mask`` (SAM's loop: the previous logits as mask prompt),
 ``clicks+carry`` (propagated slices get their neighbour's new logits), ``clicks+mask+carry``.
-Models: zero-shot LiteMedSAM and any ``--model NAME=CHECKPOINT_OR_REGISTRY_NAME``.
+Models: zero-shot LiteMedSAM and any ``--model NAME=CHECKPOINT_OR_REGISTRY_NAME``. ``--overlap``
+(default ``last``, ``Session3D``'s and the CLI's) is the rule of every session's label map for a
+voxel several objects claim (``medsamkit.choices.OVERLAP_RULES``); it matters on ACDC, where the
+myocardium's box step claims the LV disc. The rule is recorded per model (``"models"``) and per
+case entry in the JSON and printed in the tables; a file holding a model under another rule is
+not resumed into (give the run another ``--out`` or model NAME).
 
 Results go to a JSON file after each case; rerunning skips what is there (resume). Slice
 embeddings are memoised per case across variants (the encoder is a pure function of the slice),
@@ -25,6 +31,7 @@ so only the first variant of a case pays for encoding in its step 0.
     python benchmarks/interactive.py [--out /work/runs/i13/interactive.json] [--datasets acdc-mr]
         [--cases patient008_frame01 ...] [--split-val splits/acdc-mr.json] [--modes box clicks ...]
         [--model zero-shot=litemedsam --model clicks=/path/model.pth] [--threads 2] [--embedding-cache DIR]
+        [--overlap last|logit|smallest]
     python benchmarks/interactive.py --table [--out ...]     # markdown tables from the JSON
 """
 
@@ -93,6 +100,26 @@ def memo_predictor(predictor, folder: Path | None = None):
     return predictor, cache
 
 
+def make_session(vol8: np.ndarray, predictor, config: dict | None, overlap: str):
+    """The 3D session of one run: what ``medsamkit.Session(vol8, predictor, volume=True,
+    modality="rgb", config=...)`` makes (uint8 volume as is, default propagation), with the
+    benchmark's ``overlap`` rule, which ``medsamkit.Session`` does not take."""
+    from medsamkit.inference.session import RefineConfig
+    from medsamkit.inference.session3d import Session3D
+
+    return Session3D(predictor, vol8, RefineConfig(**config) if config else RefineConfig(), overlap=overlap)
+
+
+def _check_overlap(results: dict, model_name: str, overlap: str) -> None:
+    """Refuse to resume a model's entries measured under another (or an unrecorded) rule."""
+    entries = [e for runs in results["runs"].get(model_name, {}).values() for e in runs.values()]
+    other = {e.get("overlap") for e in entries} - {overlap}
+    if other:
+        found = ", ".join(sorted(str(r) if r else "not recorded" for r in other))
+        raise SystemExit(f"{model_name}: the results file holds entries with overlap {found}, not {overlap}: "
+                         f"use another --out or another --model NAME")
+
+
 def run_case(session_factory, truth: np.ndarray, spacing, labels, mode: str) -> dict:
     from medsamkit.evaluation.interactive import dsc_auc, next_click, protocol_prompt
     from medsamkit.evaluation.metrics import dice, nsd
@@ -156,7 +183,6 @@ def run(args: argparse.Namespace) -> None:
     import torch
 
     import medsamkit
-    from medsamkit.inference.session import RefineConfig
     from medsamkit.io.volume import read_volume
     from medsamkit.preprocessing.intensity import PercentileClip
 
@@ -167,11 +193,14 @@ def run(args: argparse.Namespace) -> None:
                           "threads": torch.get_num_threads(), "torch": torch.__version__,
                           "load_before": os.getloadavg()}
     models = dict(m.split("=", 1) for m in args.model) if args.model else {"zero-shot": "litemedsam"}
+    for model_name in models:
+        _check_overlap(results, model_name, args.overlap)
     for model_name, source in models.items():
         is_file = Path(source).is_file()
         predictor = medsamkit.load(checkpoint=source) if is_file else medsamkit.load(source)
         predictor, cache = memo_predictor(predictor, args.embedding_cache)
-        print(f"model {model_name}: {source}", flush=True)
+        results.setdefault("models", {})[model_name] = {"source": source, "overlap": args.overlap}
+        print(f"model {model_name}: {source}, overlap {args.overlap}", flush=True)
         for dataset, case in _cases(args):
             key = f"{dataset}/{case.case_id}"
             cache.clear()
@@ -188,16 +217,16 @@ def run(args: argparse.Namespace) -> None:
                     labels = [int(v) for v in np.unique(truth) if v != 0]
 
                 def factory(config, vol8=vol8):
-                    refine = RefineConfig(**config) if config else RefineConfig()
-                    return medsamkit.Session(vol8, predictor, volume=True, modality="rgb", config=refine)
+                    return make_session(vol8, predictor, config, args.overlap)
 
                 entry = run_case(factory, truth, geometry.spacing, labels, mode)
                 entry.update({"dataset": dataset, "case": case.case_id, "spacing": list(geometry.spacing),
-                              "shape": list(truth.shape)})
+                              "shape": list(truth.shape), "overlap": args.overlap})
                 runs[key] = entry
                 _save(results, args.out)
                 summary = " ".join(f"{lab}:{v['dsc'][0]:.3f}->{v['final_dsc']:.3f}" for lab, v in entry["labels"].items())
-                print(f"{model_name} {mode} {key}: {summary} (step 0 {entry['step0_seconds']:.1f} s)", flush=True)
+                print(f"{model_name} {mode} overlap {args.overlap} {key}: {summary} "
+                      f"(step 0 {entry['step0_seconds']:.1f} s)", flush=True)
     results["machine"]["load_after"] = os.getloadavg()
     _save(results, args.out)
 
@@ -208,17 +237,28 @@ def _mean(values):
     return statistics.fmean(values) if values else float("nan")
 
 
+def _rule(entry: dict) -> str:
+    """An entry's overlap rule (files written before ``--overlap`` did not record it)."""
+    return entry.get("overlap") or "not recorded"
+
+
 def table(args: argparse.Namespace) -> None:
     results = json.loads(args.out.read_text(encoding="utf-8"))
     print(f"machine: {results.get('machine')}\n")
     for model_name, modes in results["runs"].items():
         datasets = sorted({e["dataset"] for runs in modes.values() for e in runs.values()})
         for dataset in datasets:
-            print(f"### {model_name}, {dataset}\n")
-            print("| mode | label | n | DSC step 0 | 1 | 2 | 3 | 4 | 5 | final DSC | NSD 2 mm | DSC AUC | s per click (median, max) |")
-            print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+            groups = {}  # (mode, overlap rule) -> entries
             for mode, runs in modes.items():
-                entries = [e for e in runs.values() if e["dataset"] == dataset]
+                for e in runs.values():
+                    if e["dataset"] == dataset:
+                        groups.setdefault((mode, _rule(e)), []).append(e)
+            rules = sorted({rule for _, rule in groups})
+            print(f"### {model_name}, {dataset}, overlap {', '.join(rules)}\n")
+            print("| mode | overlap | label | n | DSC step 0 | 1 | 2 | 3 | 4 | 5 | final DSC | NSD 2 mm | DSC AUC "
+                  "| s per click (median, max) |")
+            print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+            for (mode, rule), entries in groups.items():
                 labels = sorted({lab for e in entries for lab in e["labels"]}, key=int)
                 for lab in labels + ["mean"]:
                     rows = [e["labels"][lab] for e in entries if lab in e["labels"]] if lab != "mean" else \
@@ -229,8 +269,8 @@ def table(args: argparse.Namespace) -> None:
                     secs = [s for r in rows for s in r["click_seconds"]]
                     timing = f"{statistics.median(secs):.2f}, {max(secs):.2f}" if secs else "-"
                     auc = _mean([r["auc"] for r in rows])
-                    print(f"| {mode} | {lab} | {len(rows)} | " + " | ".join(f"{c:.3f}" if not np.isnan(c) else "-"
-                                                                            for c in cols)
+                    print(f"| {mode} | {rule} | {lab} | {len(rows)} | "
+                          + " | ".join(f"{c:.3f}" if not np.isnan(c) else "-" for c in cols)
                           + f" | {_mean([r['final_dsc'] for r in rows]):.3f} | {_mean([r['nsd'] for r in rows]):.3f}"
                           f" | {'-' if np.isnan(auc) else f'{auc:.3f}'} | {timing} |")
             print()
@@ -243,7 +283,6 @@ def figure(args: argparse.Namespace) -> None:
     import medsamkit
     from medsamkit.evaluation.interactive import next_click, protocol_prompt
     from medsamkit.evaluation.overlay import draw_overlay
-    from medsamkit.inference.session import RefineConfig
     from medsamkit.io.volume import read_volume
     from medsamkit.preprocessing.intensity import PercentileClip, to_rgb_uint8
 
@@ -256,8 +295,7 @@ def figure(args: argparse.Namespace) -> None:
     for title, (model_name, source) in zip(("zero-shot", "click-trained"), [m.split("=", 1) for m in args.model]):
         predictor = medsamkit.load(checkpoint=source) if Path(source).is_file() else medsamkit.load(source)
         predictor, _ = memo_predictor(predictor, args.embedding_cache)
-        config = RefineConfig(**MODES[args.modes[0]]) if MODES[args.modes[0]] else RefineConfig()
-        session = medsamkit.Session(vol8, predictor, volume=True, modality="rgb", config=config)
+        session = make_session(vol8, predictor, MODES[args.modes[0]], args.overlap)
         labels = [int(v) for v in np.unique(truth) if v != 0]
         ids = dict(zip(labels, session.add_objects([protocol_prompt(truth == lab, lab) for lab in labels])))
         before = session.label_map() == label
@@ -292,7 +330,9 @@ def figure(args: argparse.Namespace) -> None:
     print(f"wrote {out}: " + " | ".join(t for t, _ in panels))
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
+    from medsamkit.choices import DEFAULT_OVERLAP, OVERLAP_RULES
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("/work/runs/i13/interactive.json"))
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
@@ -305,11 +345,18 @@ def main(argv=None) -> int:
     p.add_argument("--embedding-cache", type=Path, default=None,
                    help="keep slice embeddings on disk here (shared by models with the same encoder; "
                         "timings of step 0 then exclude encoding)")
+    p.add_argument("--overlap", choices=OVERLAP_RULES, default=DEFAULT_OVERLAP,
+                   help="who gets a voxel several objects claim in every session's label map "
+                        f"(default {DEFAULT_OVERLAP}, the library's and the CLI's)")
     p.add_argument("--table", action="store_true", help="print the markdown tables of --out and exit")
     p.add_argument("--figure", nargs=4, metavar=("DATASET", "CASE", "LABEL", "PNG"),
                    help="draw one label's key slice: truth, then each --model's box-only and 5-click masks "
                         "(the first --modes variant)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
     if args.table:
         table(args)
         return 0
