@@ -91,3 +91,14 @@ def test_load_gives_the_real_litemedsam_predictor():
     assert 2 * (labels.astype(bool) & truth).sum() / (labels.astype(bool).sum() + truth.sum()) > 0.9
     with pytest.raises(InputError, match="unknown backend"):
         medsamkit.load(backend="tpu")
+
+
+def test_session_takes_the_overlap_rule_of_its_volume_options():
+    from medsamkit.inference.volume3d import VolumeOptions
+
+    grey, _ = ring()
+    volume = np.repeat(grey[None], 4, axis=0)
+    assert medsamkit.Session(volume, StubPredictor(), modality="rgb").overlap == "last"
+    for rule in ("logit", "smallest"):
+        session = medsamkit.Session(volume, StubPredictor(), modality="rgb", options=VolumeOptions(overlap=rule))
+        assert session.overlap == rule

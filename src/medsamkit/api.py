@@ -199,4 +199,4 @@ def Session(image: ImageLike, model: Predictor | str | None = None, *, volume: b
     array, geometry, _ = _volume(image, geometry)
     options = options or VolumeOptions()
     scheme, _ = select_scheme(volume_kind(array), modality or options.modality, window or options.window)
-    return Session3D(predictor, scheme(array), config or options.refine, options.propagation)
+    return Session3D(predictor, scheme(array), config or options.refine, options.propagation, overlap=options.overlap)
