@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from medsamkit.evaluation.overlay import display_scale
-from medsamkit.inference import segment2d
+from medsamkit.inference import segment2d_io
 from medsamkit.inference.batch import BatchSummary, list_images, segment_folder
 from medsamkit.inference.predictor import Predictor
 from medsamkit.inference.prompts import BoxPrompt
@@ -150,13 +150,13 @@ def test_folder_run_resume_and_overwrite(segmenter, folder, monkeypatch, caplog)
         os.utime(p, ns=(old, old))
     before = {p.name: p.read_bytes() for p in masks.iterdir()}
     read = []
-    original = segment2d.read_image_2d
+    original = segment2d_io.read_image_2d
 
     def spy(path):
         read.append(Path(path).name)
         return original(path)
 
-    monkeypatch.setattr(segment2d, "read_image_2d", spy)
+    monkeypatch.setattr(segment2d_io, "read_image_2d", spy)
     again = segment_folder(segmenter, images, prompts, masks, progress=False)
     assert again.done == []
     assert names(again.skipped) == ["a.png", "c.png", "d.png"]

@@ -18,6 +18,7 @@ from ..errors import InputError, MedsamkitError
 
 if TYPE_CHECKING:
     from ..inference.baseline import BaselinePredictor
+    from ..inference.fast2d import EngineRequest
     from ..inference.predictor import Predictor
     from ..models.loader import LoadedModel
 
@@ -114,4 +115,16 @@ def make_predictor(args: argparse.Namespace, mode: str = "latency") -> tuple[Pre
              torch.get_num_threads(), loaded.weights_path)
     predictor = build_predictor(loaded, backend=getattr(args, "backend", DEFAULT_BACKEND),
                                 precision=getattr(args, "precision", None), threads=args.threads, mode=mode)
+    if loaded.device.type == "cpu":  # engines built: the next run asking the same may skip torch
+        from ..inference.fast2d import remember_engines
+
+        remember_engines(engine_request(args), loaded, predictor)
     return predictor, loaded
+
+
+def engine_request(args: argparse.Namespace) -> EngineRequest:
+    """The model options of ``args``, as the torch-free fast path keys its records."""
+    from ..inference.fast2d import EngineRequest
+
+    return EngineRequest(args.model, args.checkpoint, args.device, getattr(args, "backend", DEFAULT_BACKEND),
+                         getattr(args, "precision", None), args.threads)

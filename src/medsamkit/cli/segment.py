@@ -15,11 +15,13 @@ from ..errors import InputError
 from ..inference.clicks import parse_point
 from ..inference.prompts import BoxPrompt, parse_box, prompts_for_image, read_boxes_file
 from . import segment3d
-from .common import add_intensity_options, add_model_options, check_model_options, check_readable, make_2d_predictor
+from .common import (add_intensity_options, add_model_options, check_model_options, check_readable, engine_request,
+                     make_2d_predictor)
 from .prompt_args import OrderedAppend, add_point_option, group_points
 
 if TYPE_CHECKING:
     from ..inference.batch import FolderPlan
+    from ..inference.fast2d import FastSegmenter2D
     from ..inference.segment2d import Segmenter2D
 
 HELP = "segment an image, a folder of images or a 3D volume from box and click prompts"
@@ -98,10 +100,7 @@ def run(args: argparse.Namespace) -> int:
     _check_file_outputs(args, source)
     import numpy as np
 
-    from ..inference.segment2d import Segmenter2D
-
-    predictor = make_2d_predictor(args)
-    segmenter = Segmenter2D(predictor, args.modality, args.window)
+    segmenter = _segmenter(args, mine, "latency")
     label_map = segmenter.segment_file(source, mine, args.output, overlay=args.overlay)
     n = len(np.unique(label_map)) - (1 if (label_map == 0).any() else 0)
     clicks = sum(len(p.points) for p in mine)
@@ -174,11 +173,23 @@ def _run_folder(args: argparse.Namespace, folder: Path, prompts: list[BoxPrompt]
     plan = _plan_folder(args, folder, prompts)
     if not plan.todo:  # every mask exists (or no image has boxes): no model to load
         return _finish_folder(args, None, plan)
+    # several images: the encoder may take them two at a time (OpenVINO streams), read ahead
+    todo = [p for _, mine in plan.todo for p in mine]
+    return _finish_folder(args, _segmenter(args, todo, "throughput" if len(plan.todo) > 1 else "latency"), plan)
+
+
+def _segmenter(args: argparse.Namespace, prompts: list[BoxPrompt], mode: str) -> Segmenter2D | FastSegmenter2D:
+    """Boxes only, with engines an earlier run recorded: the torch-free fast path
+    (:mod:`medsamkit.inference.fast2d`); otherwise the model is loaded."""
+    from ..inference.fast2d import fast_segmenter
+
+    if args.checkpoint is None or not _baseline_checkpoint(args):
+        fast = fast_segmenter(engine_request(args), prompts, args.modality, args.window, mode)
+        if fast is not None:
+            return fast
     from ..inference.segment2d import Segmenter2D
 
-    # several images: the encoder may take them two at a time (OpenVINO streams), read ahead
-    predictor = make_2d_predictor(args, "throughput" if len(plan.todo) > 1 else "latency")
-    return _finish_folder(args, Segmenter2D(predictor, args.modality, args.window), plan)
+    return Segmenter2D(make_2d_predictor(args, mode), args.modality, args.window)
 
 
 def _plan_folder(args: argparse.Namespace, folder: Path, prompts: list[BoxPrompt]) -> FolderPlan:

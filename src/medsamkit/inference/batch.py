@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -12,7 +13,9 @@ from ..errors import InputError, MedsamkitError
 from ..io.image2d import SUPPORTED_2D_SUFFIXES
 from .prompts import BoxPrompt, prompts_for_image
 from .pipeline import Job, ahead, encoder_slots
-from .segment2d import Segmenter2D
+
+if TYPE_CHECKING:
+    from .segment2d import Segmenter2D
 
 log = logging.getLogger(__name__)
 

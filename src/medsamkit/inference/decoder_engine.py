@@ -23,7 +23,7 @@ from ..errors import MedsamkitError
 from ..models.sam import Sam
 from .box_decoder_graph import GRAPH_VERSION, BoxDecoderGraph
 from .onnx_encoder import _weights_key, onnx_available
-from .openvino_encoder import cpu_tag, openvino_available
+from .engine_runtime import OpenVinoRunner, cpu_tag, openvino_available, ort_session
 
 log = logging.getLogger(__name__)
 
@@ -77,30 +77,15 @@ class EngineDecoder:
         if backend == "openvino":
             if not openvino_available():
                 raise MedsamkitError("the openvino decoder needs openvino and onnx: pip install -e \".[engines]\"")
-            import openvino as ov
-
             path = exported_decoder(model, cache / "onnx", arch)
-            blobs = cache / "openvino" / cpu_tag()
-            blobs.mkdir(parents=True, exist_ok=True)
-            core = ov.Core()
-            core.set_property({"CACHE_DIR": str(blobs)})
-            config = {"INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
-                      "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
-            self._request = core.compile_model(str(path), "CPU", config).create_infer_request()
-            self._run = lambda e, b: [self._request.infer({0: e, 1: b})[i] for i in (0, 1)]
+            self._run = OpenVinoRunner(path, cache / "openvino" / cpu_tag(), precision, threads)
         elif backend == "onnx":
             if not onnx_available():
                 raise MedsamkitError("the onnx decoder needs onnxruntime and onnx: pip install -e \".[engines]\"")
             if precision != "fp32":
                 raise MedsamkitError(f"the onnx decoder runs fp32, not {precision}")
-            import onnxruntime as ort
-
             path = exported_decoder(model, cache / "onnx", arch)
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            if not spin:  # idle threads sleep instead of spinning: they leave the cores to the encoder
-                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            session = ort_session(path, threads, spin)
             self._run = lambda e, b: session.run(None, {"embedding": e, "boxes": b})
         else:
             raise MedsamkitError(f"no decoder engine {backend!r}: openvino or onnx")

@@ -13,7 +13,6 @@ import hashlib
 import importlib.util
 import logging
 from collections.abc import Callable, Sequence
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -22,34 +21,12 @@ from torch import nn
 
 from ..errors import MedsamkitError
 from .encoder_graph import EMBEDDING_OUTPUTS
-from .onnx_encoder import EngineOutput, _weights_key, as_output, exported_encoder, onnx_export_available
+from .engine_runtime import PRECISION_HINTS, OpenVinoRunner, cpu_capabilities, cpu_tag, openvino_available
+from .onnx_encoder import EngineOutput, _weights_key, as_output, exported_encoder
 
 log = logging.getLogger(__name__)
 
-#: ``--precision`` -> OpenVINO's INFERENCE_PRECISION_HINT (int8 is a quantised model run in fp32)
-_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
-
-
-def openvino_available() -> bool:
-    """True when openvino and onnx (to export the encoder) are installed."""
-    return importlib.util.find_spec("openvino") is not None and onnx_export_available()
-
-
-@lru_cache(maxsize=1)
-def cpu_capabilities() -> tuple[str, ...]:
-    """OpenVINO's optimisation capabilities of this CPU (e.g. FP32, BF16, INT8)."""
-    import openvino as ov
-
-    return tuple(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-
-
-def cpu_tag() -> str:
-    """A short digest of the OpenVINO version, the CPU's name and its capabilities."""
-    import openvino as ov
-
-    core = ov.Core()
-    text = "|".join([ov.get_version(), str(core.get_property("CPU", "FULL_DEVICE_NAME")), *cpu_capabilities()])
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+_HINTS = PRECISION_HINTS
 
 
 def _quantized(onnx_path: Path, out: Path, calibration: Sequence[np.ndarray]) -> Path:
@@ -104,33 +81,22 @@ class OpenVinoEncoder:
             raise MedsamkitError(f"--precision {precision}: openvino runs fp32, bf16 or int8")
         if precision == "bf16" and "BF16" not in cpu_capabilities():
             raise MedsamkitError("--precision bf16: this CPU has no BF16 instructions; use fp32")
-        import openvino as ov
-
         path = exported_encoder(encoder, input_size, cache / "onnx", arch, outputs)
         if precision == "int8":
             calib = hashlib.sha256(b"".join(np.ascontiguousarray(c, np.float32).tobytes() for c in calibration))
             path = _quantized(path, cache / "openvino" / f"{arch}-{_weights_key(encoder)}-int8-"
                                           f"{calib.hexdigest()[:12]}.xml", calibration)
         blobs = cache / "openvino" / cpu_tag()
-        blobs.mkdir(parents=True, exist_ok=True)
-        core = ov.Core()
-        core.set_property({"CACHE_DIR": str(blobs)})
-        config = {"INFERENCE_PRECISION_HINT": _HINTS[precision], "PERFORMANCE_HINT": mode.upper(),
-                  "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads())}
-        self.compiled = core.compile_model(str(path), "CPU", config)
-        n = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")) if mode == "throughput" else 1
-        self._outputs = len(self.compiled.outputs)
-        self._idle = [self.compiled.create_infer_request() for _ in range(max(n, 1))]
-        self.request = self._idle[0]
-        self._busy = 0
+        self.runner = OpenVinoRunner(path, blobs, precision, int(threads or torch.get_num_threads()), mode)
+        self.compiled, self.request = self.runner.compiled, self.runner.request
         self.path, self.precision, self.cache, self.mode = path, precision, blobs, mode
         log.info("image encoder: OpenVINO %s %s (%d requests), %s (compiled blobs in %s)", precision, mode,
-                 len(self._idle), path.name, blobs)
+                 self.runner.slots, path.name, blobs)
 
     @property
     def slots(self) -> int:
         """How many images :meth:`submit` can have in flight (OpenVINO's optimal number of requests)."""
-        return len(self._idle) + self._busy
+        return self.runner.slots
 
     def __call__(self, images: torch.Tensor) -> EngineOutput:
         return self.submit(images)()
@@ -138,23 +104,5 @@ class OpenVinoEncoder:
     def submit(self, images: torch.Tensor) -> Callable[[], EngineOutput]:
         """Start encoding ``images`` in the background; the returned function waits for and
         returns the embedding (later calls return it again). At most :attr:`slots` may be pending."""
-        if not self._idle:
-            raise RuntimeError(f"all {self.slots} OpenVINO requests are busy: collect a result first")
-        request = self._idle.pop()
-        self._busy += 1
-        request.start_async({0: np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)})
-
-        done: list[EngineOutput] = []
-
-        def result() -> EngineOutput:
-            if not done:
-                try:
-                    request.wait()
-                    done.append(as_output([np.array(request.get_output_tensor(i).data, np.float32, copy=True)
-                                           for i in range(self._outputs)]))
-                finally:
-                    self._busy -= 1
-                    self._idle.append(request)
-            return done[0]
-
-        return result
+        pending = self.runner.submit(images.detach().cpu().numpy())
+        return lambda: as_output(pending())

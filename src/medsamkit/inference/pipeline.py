@@ -13,12 +13,15 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import MedsamkitError
-from .predictor import ImageEmbedding
 from .prompts import BoxPrompt
+
+if TYPE_CHECKING:
+    from .predictor import ImageEmbedding
 
 
 @dataclass

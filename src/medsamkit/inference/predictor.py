@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import InputError
 from ..models.sam import Sam
 from ..preprocessing.geometry import Frame, ModelGeometry
+from .segment2d_io import check_rgb_image, validate_boxes  # noqa: F401 - also imported from here
 
 log = logging.getLogger(__name__)
 
@@ -42,42 +42,6 @@ class Prediction:
     logits: np.ndarray
     iou_scores: np.ndarray
     low_res_logits: torch.Tensor
-
-
-def validate_boxes(boxes: np.ndarray, image_size: tuple[int, int], source: str | None = None) -> np.ndarray:
-    """Check (N, 4) pixel boxes x0, y0, x1, y1 against an (H, W) image; returns float64 boxes.
-
-    A box that reaches past the image (as read off a viewer, or with a negative corner) is
-    clipped to it with a warning; only a box with no overlap with the image is refused.
-    """
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) if np.size(boxes) else np.zeros((0, 4))
-    h, w = image_size
-    out = boxes.copy()
-    for i, box in enumerate(boxes):
-        x0, y0, x1, y1 = box
-        text = ",".join(f"{v:g}" for v in box)
-        which = f"box {text}" if len(boxes) == 1 else f"box {i + 1} ({text})"
-        if not np.all(np.isfinite(box)):
-            raise InputError(source, f"{which} has a non-finite coordinate")
-        if x1 < x0 or y1 < y0:
-            raise InputError(source, f"{which} is inverted (need x0 <= x1 and y0 <= y1)")
-        if x1 == x0 or y1 == y0:
-            raise InputError(source, f"{which} has zero area")
-        clipped = np.array([max(x0, 0.0), max(y0, 0.0), min(x1, float(w)), min(y1, float(h))])
-        if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
-            raise InputError(source, f"{which} lies outside the {w}x{h} image (x 0..{w}, y 0..{h}): "
-                                     "it does not overlap the image")
-        if not np.array_equal(clipped, box):
-            log.warning("%s%s reaches past the %dx%d image; clipped to %s", f"{source}: " if source else "",
-                        which, w, h, ",".join(f"{v:g}" for v in clipped))
-            out[i] = clipped
-    return out
-
-
-def check_rgb_image(image: np.ndarray) -> None:
-    """Raise ValueError unless ``image`` is what the predictors take: H x W x 3 uint8 RGB."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an H x W x 3 uint8 image, got {image.shape} {image.dtype}")
 
 
 class Predictor:

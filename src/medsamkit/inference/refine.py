@@ -21,6 +21,7 @@ import torch
 
 from .clicks import Click
 from .predictor import ImageEmbedding, Predictor
+from .segment2d_io import label_map_from_logits  # noqa: F401 - its home before the torch-free module
 
 
 @dataclass(frozen=True)
@@ -96,20 +97,3 @@ def decode_requests(predictor: Predictor, embedding: ImageEmbedding,
                 score=float(prediction.iou_scores[row, k]),
             )
     return results  # type: ignore[return-value]
-
-
-def label_map_from_logits(logits: Sequence[np.ndarray], labels: Sequence[int],
-                          shape: tuple[int, ...]) -> np.ndarray:
-    """Combine per-object logits (each of ``shape``) into one label map.
-
-    A pixel takes the label of the object whose logit there is highest among the objects that
-    claim it (logit > 0). uint8 for labels up to 255, else uint16.
-    """
-    dtype = np.uint8 if max(labels, default=0) <= 255 else np.uint16
-    if len(logits) == 0:
-        return np.zeros(shape, dtype)
-    stack = np.stack(logits)
-    best = stack.argmax(axis=0)
-    claimed = stack.max(axis=0) > 0
-    lut = np.asarray(labels, dtype=dtype)
-    return np.where(claimed, lut[best], 0).astype(dtype)

@@ -18,13 +18,10 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..evaluation.overlay import overlay_picture
-from ..io.image2d import Image2D, read_image_2d
-from ..io.writers import check_not_input, image_format, write_image
-from ..preprocessing.intensity import select_scheme, to_rgb_uint8
 from .predictor import ImageEmbedding, Prediction, Predictor, validate_boxes
 from .prompts import BoxPrompt
 from .refine import label_map_from_logits
+from .segment2d_io import RgbReader, output_labels, write_outputs
 from .session import RefineConfig, Session2D
 
 log = logging.getLogger(__name__)
@@ -40,17 +37,8 @@ def label_map_from_prediction(prediction: Prediction, labels: Sequence[int]) -> 
     return label_map_from_logits(list(logits), labels, logits.shape[1:])
 
 
-def output_labels(n_boxes: int, labels: Sequence[int | None] | None) -> list[int]:
-    """Label value of each box in the written mask: one unlabelled box -> 255 (a 0/255 mask);
-    otherwise the given label or the box's 1-based position."""
-    labels = list(labels) if labels is not None else [None] * n_boxes
-    if n_boxes == 1 and labels[0] is None:
-        return [255]
-    return [lab if lab is not None else i + 1 for i, lab in enumerate(labels)]
-
-
 @dataclass
-class Segmenter2D:
+class Segmenter2D(RgbReader):
     """A predictor plus the intensity scheme options; segments images box by box.
 
     Args:
@@ -69,24 +57,6 @@ class Segmenter2D:
     #: the folder runner (:func:`~medsamkit.inference.batch.run_plan`) may read and encode the next
     #: images while this one is decoded, when the predictor's encoder takes several at once
     prefetch: ClassVar[bool] = True
-
-    def to_rgb(self, image: Image2D) -> np.ndarray:
-        """Apply the intensity scheme for the image's kind -> H x W x 3 uint8.
-
-        The scheme is logged at INFO when it first applies or changes (not once per image).
-        """
-        scheme, description = select_scheme(image.kind, self.modality, self.window)
-        if description != self._last_scheme:
-            log.info("intensity scheme: %s", description)
-            self._last_scheme = description
-        return to_rgb_uint8(scheme(image.pixels))
-
-    def load_rgb(self, image_path: str | Path, output: str | Path, overlay: str | Path | None = None) -> np.ndarray:
-        """Check that the outputs are writable formats that replace no input, then read the image and
-        apply the intensity scheme -> H x W x 3 uint8."""
-        image_path = Path(image_path)
-        _check_outputs(image_path, output, overlay)
-        return self.to_rgb(read_image_2d(image_path))
 
     def segment(
         self, rgb: np.ndarray, boxes: np.ndarray, labels: Sequence[int | None] | None = None, source: str | None = None,
@@ -155,20 +125,8 @@ class Segmenter2D:
             ids = output_labels(len(boxes), labels)
             drawn = list(zip(np.asarray(boxes).reshape(-1, 4), ids))
             clicks = []
-        write_image(output, label_map, "mask")
-        if overlay is not None:
-            picture = overlay_picture(rgb, label_map, [b for b, _ in drawn], [lab for _, lab in drawn], clicks=clicks)
-            write_image(overlay, picture, "picture")
+        write_outputs(output, label_map, overlay, rgb, drawn, clicks)
         return label_map
-
-
-def _check_outputs(image_path: Path, output: str | Path, overlay: str | Path | None) -> None:
-    for out, kind in ((output, "mask"), (overlay, "picture")):
-        if out is not None:
-            check_not_input(out, [image_path])
-            image_format(out, kind)  # before any work: the named format, lossless for masks
-    if overlay is not None and Path(overlay).resolve() == Path(output).resolve():
-        raise InputError(overlay, "the overlay would replace the mask: give the overlay another path")
 
 
 def _are_prompts(boxes: object) -> bool:

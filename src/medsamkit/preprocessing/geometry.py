@@ -27,57 +27,22 @@ boxes are (N, 4) x0, y0, x1, y1 in original pixels, x right and y down; points (
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .frames import Frame, litemedsam_boxes, litemedsam_frame, litemedsam_resize, longest_side_size, padded_chw
+from .frames import minmax01 as _minmax01
+
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 
 
-@dataclass(frozen=True)
-class Frame:
-    """Where an image sits in the model input.
-
-    original_size: (H, W) of the image as given.
-    resized_size: (h, w) of the resized image inside the square model input (before padding).
-    input_size: side S of the square model input.
-    """
-
-    original_size: tuple[int, int]
-    resized_size: tuple[int, int]
-    input_size: int
-
-    @property
-    def scale_xy(self) -> tuple[float, float]:
-        """Factors from original to model pixels along x and y."""
-        (h, w), (nh, nw) = self.original_size, self.resized_size
-        return nw / w, nh / h
-
-
-def _minmax01(image: np.ndarray) -> np.ndarray:
-    image = image.astype(np.float32)
-    lo = float(image.min())
-    span = max(float(image.max()) - lo, 1e-8)
-    return (image - lo) / span
-
-
 def _to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
     """H x W x 3 float -> (1, 3, size, size), zero-padded bottom/right."""
-    h, w = image.shape[:2]
-    padded = np.zeros((size, size, 3), dtype=np.float32)
-    padded[:h, :w] = image
-    return torch.from_numpy(padded).permute(2, 0, 1).unsqueeze(0).contiguous()
-
-
-def longest_side_size(h: int, w: int, target: int) -> tuple[int, int]:
-    """(new_h, new_w) with the longest side at ``target``, rounded as the references do."""
-    scale = target / max(h, w)
-    return int(h * scale + 0.5), int(w * scale + 0.5)
+    return torch.from_numpy(padded_chw(image, size))
 
 
 class ModelGeometry:
@@ -171,13 +136,10 @@ class LiteMedSAMGeometry(ModelGeometry):
     input_size = 256
 
     def frame(self, original_size: tuple[int, int]) -> Frame:
-        h, w = original_size
-        return Frame((h, w), longest_side_size(h, w, self.input_size), self.input_size)
+        return litemedsam_frame(original_size, self.input_size)
 
     def resize_image(self, image: np.ndarray) -> tuple[np.ndarray, Frame]:
-        frame = self.frame(image.shape[:2])
-        nh, nw = frame.resized_size
-        return cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA), frame
+        return litemedsam_resize(image, self.input_size)
 
     def normalise(self, resized: np.ndarray) -> torch.Tensor:
         # min-max over the resized image, before the zero padding (as the reference does)
@@ -185,9 +147,7 @@ class LiteMedSAMGeometry(ModelGeometry):
 
     def boxes_to_model(self, boxes: np.ndarray, frame: Frame) -> torch.Tensor:
         # reference: int(v * 256 / max(H, W)), a truncation
-        ratio = self.input_size / max(frame.original_size)
-        scaled = np.trunc(np.asarray(boxes, dtype=np.float64) * ratio)
-        return torch.as_tensor(scaled, dtype=torch.float32)
+        return torch.from_numpy(litemedsam_boxes(boxes, frame))
 
     def points_to_model(self, points: np.ndarray, frame: Frame) -> torch.Tensor:
         ratio = self.input_size / max(frame.original_size)

@@ -1,0 +1,170 @@
+"""The torch-free fast path (medsamkit.inference.fast2d): the same model input and (to float
+rounding) the same logits as LiteMedSAMGeometry, and records that only match the run they describe."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from medsamkit.inference import fast2d
+from medsamkit.inference.fast2d import EngineRequest, fast_segmenter, find_record, remember_engines
+from medsamkit.inference.prompts import BoxPrompt
+from medsamkit.inference.clicks import Click
+from medsamkit.preprocessing.geometry import LiteMedSAMGeometry, MedSAMGeometry
+
+SIZES = [(220, 300), (300, 220), (256, 256), (97, 41), (1072, 1350), (31, 512)]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_model_input_is_the_geometrys_exactly(size):
+    rng = np.random.default_rng(sum(size))
+    image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    x, frame = fast2d.model_input(image)
+    tensor, expected = LiteMedSAMGeometry().prepare_image(image)
+    assert frame == expected
+    assert x.dtype == np.float32 and x.flags.c_contiguous
+    np.testing.assert_array_equal(x, tensor.numpy())
+
+
+def test_model_input_refuses_what_the_predictor_refuses():
+    with pytest.raises(ValueError, match="H x W x 3 uint8"):
+        fast2d.model_input(np.zeros((10, 10), np.uint8))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_logits_to_original_matches_torch_bilinear(size):
+    geometry = LiteMedSAMGeometry()
+    frame = geometry.frame(size)
+    rng = np.random.default_rng(7)
+    # smooth logits with a boundary, as a decoder gives (noise alone has no meaningful sign field)
+    yy, xx = np.mgrid[:256, :256]
+    low = np.stack([(40 - np.hypot(yy - 90, xx - 120)) / 8, (xx - 100) / 16.0]).astype(np.float32)
+    low += rng.normal(0, 0.05, low.shape).astype(np.float32)
+    ours = fast2d.logits_to_original(low, frame)
+    ref = geometry.logits_to_original(torch.from_numpy(low)[:, None], frame)[:, 0].numpy()
+    assert ours.shape == ref.shape == (2, *size) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, ref, atol=2e-5, rtol=0)
+    assert ((ours > 0) != (ref > 0)).sum() <= 2  # only where a logit is within rounding of 0
+
+
+def test_logits_to_original_refuses_another_side_and_handles_no_object():
+    frame = LiteMedSAMGeometry().frame((100, 80))
+    with pytest.raises(ValueError, match="side 64"):
+        fast2d.logits_to_original(np.zeros((1, 64, 64), np.float32), frame)
+    assert fast2d.logits_to_original(np.zeros((0, 256, 256), np.float32), frame).shape == (0, 100, 80)
+
+
+# --- records --------------------------------------------------------------------------------
+
+def _built(tmp_path: Path, backend: str = "openvino", precision: str = "bf16", family: str = "litemedsam"):
+    """A torch run's predictor and loaded model, as remember_engines reads them (files on disk)."""
+    encoder, decoder = tmp_path / "enc.onnx", tmp_path / "dec.onnx"
+    encoder.write_bytes(b"encoder")
+    decoder.write_bytes(b"decoder")
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(b"weights v1")
+    geometry = LiteMedSAMGeometry() if family == "litemedsam" else MedSAMGeometry()
+    predictor = SimpleNamespace(engine=SimpleNamespace(backend=backend, precision=precision), geometry=geometry,
+                                family="sam", encoder=SimpleNamespace(path=encoder),
+                                box_decoder=SimpleNamespace(path=decoder, backend="onnx", precision="fp32"))
+    loaded = SimpleNamespace(weights_path=weights, spec=SimpleNamespace(name="litemedsam"))
+    return predictor, loaded
+
+
+def test_a_record_is_found_by_the_same_request_only(tmp_path, monkeypatch):
+    monkeypatch.delenv("MEDSAMKIT_FAST_PATH", raising=False)
+    predictor, loaded = _built(tmp_path)
+    request = EngineRequest(None, str(loaded.weights_path), "auto", "auto", None, 2)
+    path = remember_engines(request, loaded, predictor, cache=tmp_path / "cache")
+    assert path is not None and path.parent == tmp_path / "cache" / "fastpath"
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    assert saved["encoder_backend"] == "openvino" and saved["encoder_precision"] == "bf16"
+    assert saved["decoder_backend"] == "onnx" and saved["threads"] == 2 and saved["model"] == "litemedsam"
+    record = find_record(request, tmp_path / "cache")
+    assert record is not None and Path(record.encoder_path) == (tmp_path / "enc.onnx").resolve()
+
+    cache = tmp_path / "cache"
+    other = [EngineRequest(None, str(loaded.weights_path), "auto", "onnx", None, 2),   # another backend
+             EngineRequest(None, str(loaded.weights_path), "auto", "auto", "fp32", 2),  # another precision
+             EngineRequest(None, str(loaded.weights_path), "auto", "auto", None, 1),    # other threads
+             EngineRequest("litemedsam", str(loaded.weights_path), "auto", "auto", None, 2)]
+    assert [find_record(r, cache) for r in other] == [None] * 4
+    # the fast path never stands in for a GPU, torch or a disabled fast path
+    assert find_record(EngineRequest(None, str(loaded.weights_path), "cuda", "auto", None, 2), cache) is None
+    assert find_record(EngineRequest(None, str(loaded.weights_path), "auto", "torch", None, 2), cache) is None
+    monkeypatch.setenv("MEDSAMKIT_FAST_PATH", "0")
+    assert find_record(request, cache) is None
+
+
+def test_a_changed_weights_file_or_a_missing_engine_file_voids_the_record(tmp_path, monkeypatch):
+    monkeypatch.delenv("MEDSAMKIT_FAST_PATH", raising=False)
+    predictor, loaded = _built(tmp_path)
+    cache = tmp_path / "cache"
+    request = EngineRequest(None, str(loaded.weights_path), "auto", "auto", None, 2)
+    remember_engines(request, loaded, predictor, cache=cache)
+    assert find_record(request, cache) is not None
+    loaded.weights_path.write_bytes(b"weights v2, fine-tuned")  # same path, new contents
+    assert find_record(request, cache) is None
+    remember_engines(request, loaded, predictor, cache=cache)
+    assert find_record(request, cache) is not None
+    stat = loaded.weights_path.stat()
+    os.utime(loaded.weights_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched: not trusted
+    assert find_record(request, cache) is None
+    remember_engines(request, loaded, predictor, cache=cache)
+    (tmp_path / "dec.onnx").unlink()
+    assert find_record(request, cache) is None
+    assert find_record(EngineRequest(None, str(tmp_path / "gone.pth"), "auto", "auto", None, 2), cache) is None
+
+
+def test_a_corrupt_record_is_ignored(tmp_path, monkeypatch):
+    monkeypatch.delenv("MEDSAMKIT_FAST_PATH", raising=False)
+    predictor, loaded = _built(tmp_path)
+    request = EngineRequest(None, str(loaded.weights_path), "auto", "auto", None, 2)
+    path = remember_engines(request, loaded, predictor, cache=tmp_path / "cache")
+    path.write_text("{not json", encoding="utf-8")
+    assert find_record(request, tmp_path / "cache") is None
+
+
+@pytest.mark.parametrize("what", ["torch", "int8", "medsam", "no decoder engine"])
+def test_only_litemedsam_on_engines_is_recorded(tmp_path, what):
+    predictor, loaded = _built(tmp_path, backend="torch" if what == "torch" else "openvino",
+                               precision="int8" if what == "int8" else "fp32",
+                               family="medsam" if what == "medsam" else "litemedsam")
+    if what == "no decoder engine":
+        predictor.box_decoder = None
+    request = EngineRequest(None, str(loaded.weights_path))
+    assert remember_engines(request, loaded, predictor, cache=tmp_path / "cache") is None
+    assert not (tmp_path / "cache" / "fastpath").exists()
+
+
+def test_prompts_with_clicks_take_the_torch_path(tmp_path, monkeypatch):
+    monkeypatch.delenv("MEDSAMKIT_FAST_PATH", raising=False)
+    predictor, loaded = _built(tmp_path)
+    request = EngineRequest(None, str(loaded.weights_path), "auto", "auto", None, 2)
+    remember_engines(request, loaded, predictor, cache=tmp_path / "cache")
+    built = []
+    monkeypatch.setattr(fast2d, "FastPredictor", lambda *a, **k: built.append(a) or SimpleNamespace())
+    clicked = [BoxPrompt((1, 2, 30, 40), points=(Click(5, 6, 1),))]
+    point_only = [BoxPrompt(None, points=(Click(5, 6, 1),))]
+    for prompts in (clicked, point_only, []):
+        assert fast_segmenter(request, prompts, cache=tmp_path / "cache") is None
+    assert built == []
+    assert fast_segmenter(request, [BoxPrompt((1, 2, 30, 40))], cache=tmp_path / "cache") is not None
+    assert len(built) == 1
+
+
+def test_engines_that_fail_to_start_fall_back_with_a_warning(tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("MEDSAMKIT_FAST_PATH", raising=False)
+    predictor, loaded = _built(tmp_path)  # the "ONNX files" are not ONNX: the engines refuse them
+    request = EngineRequest(None, str(loaded.weights_path), "auto", "onnx", None, 2)
+    predictor.engine.backend, predictor.engine.precision = "onnx", "fp32"
+    remember_engines(request, loaded, predictor, cache=tmp_path / "cache")
+    pytest.importorskip("onnxruntime")
+    assert fast_segmenter(request, [BoxPrompt((1, 2, 30, 40))], cache=tmp_path / "cache") is None
+    assert "did not start" in caplog.text
