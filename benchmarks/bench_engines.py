@@ -11,6 +11,10 @@ the cost of each extra box on an encoded image, and start-up: a 1-image run with
 cache (first call: export + compile) and with the cache filled.
 
     python benchmarks/bench_engines.py --images 40 --rounds 3 --backends auto,torch [--json out.json]
+
+An arm ``BACKEND:torchpath`` runs the same command with ``MEDSAMKIT_FAST_PATH=0``: the model is
+loaded even when an earlier run recorded its engines (``medsamkit.inference.fast2d``). The plain
+arms take the fast path from the second process on (the start-up runs record the engines).
 """
 
 from __future__ import annotations
@@ -113,16 +117,19 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, MEDSAMKIT_CACHE=str(work / "cache"), OMP_NUM_THREADS=str(args.threads))
     exe = [str(Path(sys.executable).parent / "medsamkit")]  # the installed command, as a user runs it
 
-    def ours(backend: str, images: Path, out: Path) -> list[str]:
+    def ours(arm: str, images: Path, out: Path) -> list[str]:
         return [*exe, "-q", "segment", str(images), "--boxes-file", str(boxes_file), "-o", str(out),
-                "--backend", backend, "--threads", str(args.threads), "--overwrite"]
+                "--backend", arm.partition(":")[0], "--threads", str(args.threads), "--overwrite"]
+
+    def env_of(arm: str) -> dict[str, str]:  # ARM:torchpath loads the model (no torch-free fast path)
+        return dict(env, MEDSAMKIT_FAST_PATH="0") if arm.endswith(":torchpath") else env
 
     result: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                     "images": len(names), "threads": args.threads, "load_before": os.getloadavg()}
     # start-up: first call (empty cache: export + compile), then cached
     for b in backends:
-        first = run_process(ours(b, one, work / f"one-{b}-first"), env)[0]
-        cached = [run_process(ours(b, one, work / f"one-{b}-{i}"), env)[0] for i in range(2)]
+        first = run_process(ours(b, one, work / f"one-{b}-first"), env_of(b))[0]
+        cached = [run_process(ours(b, one, work / f"one-{b}-{i}"), env_of(b))[0] for i in range(2)]
         result[f"startup_1image_{b}"] = {"first_s": first, "cached_median_s": statistics.median(cached)}
     walls: dict[str, list[float]] = {k: [] for k in ["official", *backends]}
     rss: dict[str, list[float]] = {k: [] for k in walls}
@@ -135,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         rss["official"].append(m)
         official_times = json.loads((work / "official_times.json").read_text(encoding="utf-8"))
         for b in backends:
-            w, m = run_process(ours(b, folder, work / f"ours-{b}"), env)
+            w, m = run_process(ours(b, folder, work / f"ours-{b}"), env_of(b))
             walls[b].append(w)
             rss[b].append(m)
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in walls.items()), flush=True)
@@ -157,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                      "dice_vs_official_mean": float(np.mean(agree)), "dice_vs_official_min": float(np.min(agree)),
                      "dice_vs_truth_mean": truth,
                      "dice_vs_truth_drop": result["official"]["dice_vs_truth_mean"] - truth,
-                     **in_process_times(b, names[: min(len(names), 12)], all_boxes, args.threads)}
+                     **in_process_times(b.partition(":")[0], names[: min(len(names), 12)], all_boxes, args.threads)}
     result["load_end"] = os.getloadavg()
     print(json.dumps(result, indent=1))
     if args.json:
