@@ -105,3 +105,21 @@ def test_what_the_record_does_not_cover_loads_the_model(folder, capsys):
                              "-o", str(folder / "bad.png")])
     assert code != 0 and "lies outside the 300x220 image" in err and "TORCH False" in out, err
     assert not (folder / "bad.png").exists()
+
+
+def test_a_checkpoint_file_gets_the_fast_path_until_it_changes(folder, capsys):
+    import shutil
+
+    weights = folder / "my_litemedsam.pth"  # e.g. a decoder-only fine-tuned export
+    shutil.copyfile(zoo.locate("litemedsam"), weights)
+    image = str(folder / "images" / "a.png")
+    argv = ["segment", image, "--box", "41,66,139,134", "--threads", "2", "--checkpoint", str(weights)]
+    assert main([*argv, "-o", str(folder / "first.png")]) == 0, capsys.readouterr().err
+    code, out, err = _child([*argv, "-o", str(folder / "second.png")])
+    assert code == 0 and "TORCH False" in out, err
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # rewritten (say, trained again)
+    code, out, err = _child([*argv, "-o", str(folder / "third.png")])
+    assert code == 0 and "TORCH True" in out, err
+    first, third = (cv2.imread(str(folder / f"{n}.png"), cv2.IMREAD_UNCHANGED) for n in ("first", "third"))
+    np.testing.assert_array_equal(first, third)  # the same weights through the model-loading path

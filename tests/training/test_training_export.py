@@ -85,3 +85,10 @@ def test_metadata_sidecar_errors(tmp_path):
     metadata_path(weights).write_text(json.dumps({"format": "medsamkit-export", "model": "litemedsam"}), encoding="utf-8")
     with pytest.raises(InputError, match="not an exported baseline"):
         load_baseline(weights)
+
+
+def test_the_torch_free_baseline_names_are_the_registrys():
+    from medsamkit.models.baselines import BASELINES
+    from medsamkit.training.export_metadata import BASELINE_NAMES
+
+    assert set(BASELINE_NAMES) == set(BASELINES)

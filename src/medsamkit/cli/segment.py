@@ -131,7 +131,7 @@ def _check_file_outputs(args: argparse.Namespace, source: Path) -> None:
 def _baseline_checkpoint(args: argparse.Namespace) -> bool:
     if args.checkpoint is None:
         return False
-    from ..inference.baseline import is_baseline_checkpoint
+    from ..training.export_metadata import is_baseline_checkpoint
 
     return is_baseline_checkpoint(args.checkpoint)
 
@@ -140,7 +140,7 @@ def _automatic_checkpoint(args: argparse.Namespace) -> bool:
     """Whether --checkpoint was exported by an automatic-mode fine-tuning (its .json sidecar says so)."""
     if args.checkpoint is None:
         return False
-    from ..training.export import is_automatic
+    from ..training.export_metadata import is_automatic
 
     return is_automatic(args.checkpoint)
 
@@ -183,7 +183,7 @@ def _segmenter(args: argparse.Namespace, prompts: list[BoxPrompt], mode: str) ->
     (:mod:`medsamkit.inference.fast2d`); otherwise the model is loaded."""
     from ..inference.fast2d import fast_segmenter
 
-    if args.checkpoint is None or not _baseline_checkpoint(args):
+    if not _baseline_checkpoint(args):
         fast = fast_segmenter(engine_request(args), prompts, args.modality, args.window, mode)
         if fast is not None:
             return fast

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..training.export_metadata import is_baseline_checkpoint  # noqa: F401 - its former home
 from ..preprocessing.geometry import Frame, ModelGeometry, geometry_for
 from .predictor import Prediction, check_rgb_image
 
@@ -78,15 +79,6 @@ class BaselinePredictor:
         logits = self.geometry.logits_to_original(low_res, self._frame).cpu().numpy()
         return Prediction(masks=logits > 0, logits=logits, iou_scores=np.full((n, 1), np.nan, np.float32),
                           low_res_logits=low_res.cpu())
-
-
-def is_baseline_checkpoint(checkpoint: str | os.PathLike | None) -> bool:
-    """Whether ``checkpoint`` is a baseline exported by ``medsamkit fit`` (its sidecar says so)."""
-    from ..models.baselines import BASELINES
-    from ..training.export import read_export_metadata
-
-    meta = None if checkpoint is None else read_export_metadata(checkpoint)
-    return bool(meta and meta.get("model") in BASELINES)
 
 
 def load_baseline_predictor(checkpoint: str | os.PathLike, device: torch.device) -> BaselinePredictor:

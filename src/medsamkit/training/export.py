@@ -21,16 +21,7 @@ from torch import nn
 from ..errors import InputError
 from ..io.writers import atomic_output
 from ..models.checkpoint import load_state_dict_strict, read_checkpoint, save_checkpoint
-
-FORMAT = "medsamkit-export"
-VERSION = 1
-
-
-def metadata_path(checkpoint: str | os.PathLike) -> Path:
-    """The sidecar of a weights file: ``model.pth`` -> ``model.pth.json``."""
-    path = Path(checkpoint)
-    return path.with_name(path.name + ".json")
-
+from .export_metadata import FORMAT, VERSION, is_automatic, metadata_path, read_export_metadata  # noqa: F401
 
 def export_net(net: nn.Module, path: str | os.PathLike, info: dict[str, Any]) -> Path:
     """Write ``net.export_model()``'s weights to ``path`` and ``info`` to its sidecar, atomically."""
@@ -39,30 +30,6 @@ def export_net(net: nn.Module, path: str | os.PathLike, info: dict[str, Any]) ->
     with atomic_output(metadata_path(path)) as tmp:
         tmp.write_text(json.dumps(meta, indent=1, default=str) + "\n", encoding="utf-8")
     return path
-
-
-def read_export_metadata(checkpoint: str | os.PathLike) -> dict[str, Any] | None:
-    """The sidecar of ``checkpoint`` as a dict, or None when there is none.
-
-    Raises:
-        InputError: the sidecar exists but is not a medsamkit export record.
-    """
-    meta_file = metadata_path(checkpoint)
-    if not meta_file.is_file():
-        return None
-    try:
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(meta_file, f"cannot read the export metadata: {exc}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise InputError(meta_file, f"not a {FORMAT} metadata file")
-    return meta
-
-
-def is_automatic(checkpoint: str | os.PathLike | None) -> bool:
-    """Whether ``checkpoint`` was exported by an automatic-mode (prompt-free) fine-tuning."""
-    meta = None if checkpoint is None else read_export_metadata(checkpoint)
-    return bool(meta and meta.get("automatic"))
 
 
 def load_baseline(checkpoint: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
