@@ -3,6 +3,7 @@ rounding) the same logits as LiteMedSAMGeometry, and records that only match the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -86,6 +87,7 @@ def test_a_record_is_found_by_the_same_request_only(tmp_path, monkeypatch):
     saved = json.loads(path.read_text(encoding="utf-8"))
     assert saved["encoder_backend"] == "openvino" and saved["encoder_precision"] == "bf16"
     assert saved["decoder_backend"] == "onnx" and saved["threads"] == 2 and saved["model"] == "litemedsam"
+    assert saved["weights_sha256"] == hashlib.sha256(b"weights v1").hexdigest()
     record = find_record(request, tmp_path / "cache")
     assert record is not None and Path(record.encoder_path) == (tmp_path / "enc.onnx").resolve()
 
@@ -102,21 +104,22 @@ def test_a_record_is_found_by_the_same_request_only(tmp_path, monkeypatch):
     assert find_record(request, cache) is None
 
 
-def test_a_changed_weights_file_or_a_missing_engine_file_voids_the_record(tmp_path, monkeypatch):
+def test_changed_weights_or_a_missing_engine_file_void_the_record(tmp_path, monkeypatch):
     monkeypatch.delenv("MEDSAMKIT_FAST_PATH", raising=False)
     predictor, loaded = _built(tmp_path)
     cache = tmp_path / "cache"
     request = EngineRequest(None, str(loaded.weights_path), "auto", "auto", None, 2)
     remember_engines(request, loaded, predictor, cache=cache)
     assert find_record(request, cache) is not None
-    loaded.weights_path.write_bytes(b"weights v2, fine-tuned")  # same path, new contents
+    stat = loaded.weights_path.stat()
+    os.utime(loaded.weights_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched, same contents
+    assert find_record(request, cache) is not None
+    loaded.weights_path.write_bytes(b"weights v2")  # same path and size, other contents
+    assert find_record(request, cache) is None
+    loaded.weights_path.write_bytes(b"weights v2, fine-tuned longer")
     assert find_record(request, cache) is None
     remember_engines(request, loaded, predictor, cache=cache)
     assert find_record(request, cache) is not None
-    stat = loaded.weights_path.stat()
-    os.utime(loaded.weights_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched: not trusted
-    assert find_record(request, cache) is None
-    remember_engines(request, loaded, predictor, cache=cache)
     (tmp_path / "dec.onnx").unlink()
     assert find_record(request, cache) is None
     assert find_record(EngineRequest(None, str(tmp_path / "gone.pth"), "auto", "auto", None, 2), cache) is None

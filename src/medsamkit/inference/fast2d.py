@@ -4,9 +4,10 @@ A CLI run on the CPU engines (``--backend auto|openvino|onnx``) spends ~1.5 s be
 image on importing torch and building the model, although the image encoder and the box decoder
 it then runs are cached ONNX/OpenVINO files. When such a run has built them, it leaves a record
 (:func:`remember_engines`, ``<cache>/fastpath/<key>.json``): which files, engines, precision and
-threads it used. The key is what the user asked for (model, weights file with its size and
-modification time, device, backend, precision, threads), this medsamkit version and this CPU. A
-later run asking the same finds the record (:func:`fast_segmenter`) and runs those files with
+threads it used, and the SHA-256 of the weights file. The key is what the user asked for (model,
+weights file path and size, device, backend, precision, threads), this medsamkit version and this
+CPU. A later run asking the same finds the record (:func:`fast_segmenter`), checks that the weights
+file still has that digest (~30 ms for LiteMedSAM's 39 MB) and runs those files with
 OpenVINO / ONNX Runtime and numpy pre- and post-processing. Anything the record does not cover
 (clicks, another model family, a changed weights file, a missing file) takes the torch path,
 which writes a new record.
@@ -45,7 +46,7 @@ from .segment2d_io import (RgbReader, check_rgb_image, label_map_from_logits, ou
 log = logging.getLogger(__name__)
 
 #: bump when what a record means changes (the files it names, how they are run)
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 _OFF = {"0", "false", "no", "off"}
 
 
@@ -72,6 +73,7 @@ class EngineRecord:
     decoder_backend: str
     decoder_path: str
     threads: int
+    weights_sha256: str
     input_size: int = 256
 
 
@@ -105,8 +107,7 @@ def request_key(request: EngineRequest, weights: Path) -> str | None:
         stat = weights.resolve().stat()
     except OSError:
         return None
-    parts = [RECORD_VERSION, __version__, _cpu_identity(), asdict(request), str(weights.resolve()),
-             stat.st_size, stat.st_mtime_ns]
+    parts = [RECORD_VERSION, __version__, _cpu_identity(), asdict(request), str(weights.resolve()), stat.st_size]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
@@ -133,9 +134,12 @@ def remember_engines(request: EngineRequest, loaded: Any, predictor: Any, cache:
     key = request_key(request, Path(loaded.weights_path))
     if key is None:
         return None
+    from ..models.zoo import sha256_file
+
     threads = request.threads or _torch_threads()
     record = EngineRecord(loaded.spec.name, engine.backend, engine.precision, str(Path(encoder.path).resolve()),
-                          decoder.backend, str(Path(decoder.path).resolve()), int(threads), geometry.input_size)
+                          decoder.backend, str(Path(decoder.path).resolve()), int(threads),
+                          sha256_file(loaded.weights_path), geometry.input_size)
     path = record_dir(cache) / f"{key}.json"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,6 +175,10 @@ def find_record(request: EngineRequest, cache: Path | None = None) -> EngineReco
         log.debug("ignoring the engine record %s: %s", path, exc)
         return None
     if not (Path(record.encoder_path).is_file() and Path(record.decoder_path).is_file()):
+        return None
+    from ..models.zoo import sha256_file
+
+    if sha256_file(weights) != record.weights_sha256:  # the same file name and size, other weights
         return None
     return record
 
