@@ -57,6 +57,8 @@ MODES = {
     "clicks+mask": {"mask_prompt": True, "carry_mask": False},
     "clicks+carry": {"mask_prompt": False, "carry_mask": True},
     "clicks+mask+carry": {"mask_prompt": True, "carry_mask": True},
+    "clicks+reach1": {"click_reach": 1},
+    "clicks+reach2": {"click_reach": 2},
 }
 STEPS = 5
 TOLERANCE_MM = 2.0

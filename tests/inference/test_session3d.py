@@ -112,6 +112,41 @@ def test_a_background_click_fixes_its_slice_and_nothing_is_recomputed_where_boxe
     np.testing.assert_array_equal(call.boxes, [session.object(obj).slices[6].box])
 
 
+def test_click_reach_carries_a_click_to_the_slices_near_it_that_disagree_with_it():
+    volume, ring = tube()
+    hole = np.zeros(ring.shape, bool)
+    hole[:, 20, 30] = True
+    stub = StubPredictor()
+    session = Session3D(stub, volume, RefineConfig(click_reach=1))
+    obj = session.add_object(TUBE)
+    disc = session.label_map().astype(bool)
+    before = len(stub.calls)
+    session.add_click(obj, (30, 20, 6, 0))  # background, in the hole of slice 6
+    after = session.label_map().astype(bool)
+    for z in (5, 6, 7):  # its slice and the one above and below: the hole is gone
+        np.testing.assert_array_equal(after[z], ring[z])
+    np.testing.assert_array_equal(np.delete(after, [5, 6, 7], 0), np.delete(disc, [5, 6, 7], 0))
+    neighbours = [c for c in stub.calls[before:] if c.points is not None and len(c.points[0]) == 1]
+    assert len(neighbours) == 3  # 6, then 7 and 5 with the click moved onto them
+    # a click that a slice's mask already agrees with is not carried there: a foreground click on the
+    # ring of slice 2 (covered everywhere) adds no point to slices 1 and 3
+    before = len(stub.calls)
+    session.add_click(obj, (30, 6, 2, 1))
+    assert all(c.points is None or len(c.points[0]) <= 1 for c in stub.calls[before:])
+    with pytest.raises(ValueError, match="click_reach"):
+        RefineConfig(click_reach=-1)
+
+
+def test_without_click_reach_a_click_stays_on_its_slice():
+    volume, ring = tube()
+    session = Session3D(StubPredictor(), volume)
+    obj = session.add_object(TUBE)
+    session.add_click(obj, (30, 20, 6, 0))
+    after = session.label_map().astype(bool)
+    np.testing.assert_array_equal(after[6], ring[6])
+    assert after[5, 20, 30] and after[7, 20, 30]  # the neighbours keep the hole
+
+
 def two_parts() -> np.ndarray:
     """Part A (x 10..20) on every slice and part B (x 30..40) on slices 5..7, same brightness."""
     volume = np.full((NZ, H, W), 20, np.uint8)

@@ -38,16 +38,22 @@ class RefineConfig:
         carry_mask: 3D only: when a click changes a slice, each slice the change propagates to
             is decoded with its neighbour's new logits as the mask prompt (the shape travels
             with the box) instead of its box alone.
+        click_reach: 3D only: a click also prompts the slices up to this many above and below
+            its own, where the mask there disagrees with it (a background click on a pixel that
+            slice's mask covers, a foreground click on one it misses); 0: its own slice only.
         max_history: undo steps kept.
     """
 
     mask_prompt: bool = False
     carry_mask: bool = False
+    click_reach: int = 0
     max_history: int = 100
 
     def __post_init__(self) -> None:
         if self.max_history < 0:
             raise ValueError(f"max_history must be >= 0, got {self.max_history}")
+        if self.click_reach < 0:
+            raise ValueError(f"click_reach must be >= 0, got {self.click_reach}")
 
 
 S = TypeVar("S")

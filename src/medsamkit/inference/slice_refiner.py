@@ -139,7 +139,27 @@ class SliceRefiner:
             obj = starts[k][0]
             out.append(replace(obj, slices=walked[k]))
             k += 1
-        return out
+        return self._toward_key(out, [click for _, click in updates])
+
+    def _toward_key(self, objects: list[VolumeObject], clicks: Sequence[Click]) -> list[VolumeObject]:
+        """With ``click_reach``: re-decode the slices within reach of each click on the side of its
+        object's key slice (the outward walk covered the other side), nearest first."""
+        for d in range(1, self.config.click_reach + 1):
+            starts, owners = [], []
+            for i, (obj, click) in enumerate(zip(objects, clicks)):
+                z0, z1 = obj.z_range
+                z = click.z + (1 if click.z < obj.key_slice else -1) * d
+                if click.z == obj.key_slice or not z0 <= z <= z1 or (z - obj.key_slice) * (click.z - obj.key_slice) < 0:
+                    continue
+                request = self._request(obj, z, own_previous=True)
+                stored = obj.slices.get(z)
+                if request is None or (stored is not None and stored.clicks == request.clicks):
+                    continue
+                starts.append((obj, z, request, ()))
+                owners.append(i)
+            for i, slices in zip(owners, self._run(starts, forced=False)):
+                objects[i] = replace(objects[i], slices=slices)
+        return objects
 
     def resize(self, updates: Sequence[tuple[VolumeObject, tuple[int, int]]]) -> list[VolumeObject]:
         """Give objects new z ranges: slices and clicks outside go; a range that grows is propagated
@@ -181,10 +201,28 @@ class SliceRefiner:
             mask = neighbour.low_res_logits
         elif own_previous and self.config.mask_prompt and stored is not None:
             mask = stored.result.low_res_logits
-        clicks = obj.clicks_on(z)
+        clicks = obj.clicks_on(z) + self._reached(obj, z, stored)
         if box is None and not clicks:
             return None  # type: ignore[return-value]
         return DecodeRequest(box, clicks, mask)
+
+    def _reached(self, obj: VolumeObject, z: int, stored: SliceState | None) -> tuple[Click, ...]:
+        """The clicks of nearby slices (``click_reach``) that slice ``z``'s mask disagrees with,
+        moved onto ``z``, nearest first."""
+        reach = self.config.click_reach
+        if reach <= 0:
+            return ()
+        near = sorted((c for c in obj.clicks if c.z != z and abs(c.z - z) <= reach), key=lambda c: abs(c.z - z))
+        out = []
+        for c in near:
+            if stored is not None:
+                mask = stored.result.mask
+                y = min(max(int(round(c.y)), 0), mask.shape[0] - 1)
+                x = min(max(int(round(c.x)), 0), mask.shape[1] - 1)
+                if bool(mask[y, x]) == c.positive:
+                    continue  # this slice already agrees with the click there
+            out.append(Click(c.x, c.y, c.label, z=z))
+        return tuple(out)
 
     def next_box(self, previous: MaskResult | None, obj: VolumeObject, embedding: ImageEmbedding
                  ) -> tuple[float, float, float, float] | None:
