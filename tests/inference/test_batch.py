@@ -174,3 +174,50 @@ def test_folder_run_resume_and_overwrite(segmenter, folder, monkeypatch, caplog)
     assert segmenter.predictor.encoded == 3  # three distinct images encoded once each
     assert all(p.stat().st_mtime_ns != old for p in masks.iterdir())
     assert {p.name: p.read_bytes() for p in masks.iterdir()} == before
+
+
+def test_a_folder_run_keeps_only_the_images_in_flight(tmp_path):
+    """Each image and its embedding are released once written: memory stays flat over a long folder."""
+    import gc
+    import weakref
+
+    from medsamkit.inference.batch import plan_folder, run_plan
+    from medsamkit.inference.prompts import BoxPrompt
+
+    class Embedding:
+        pass
+
+    alive: list[weakref.ref] = []
+    most = []
+
+    class Segmenter:
+        prefetch = True
+
+        class predictor:  # noqa: N801 - a stand-in object
+            class encoder:  # noqa: N801
+                slots = 2
+
+            @staticmethod
+            def embed_async(rgb):
+                e = Embedding()
+                alive.append(weakref.ref(e))
+                return lambda: e
+
+        def load_rgb(self, path, output, overlay):
+            return np.zeros((4, 4, 3), np.uint8)
+
+        def segment_file(self, path, prompts, output, overlay=None, rgb=None, embedding=None):
+            gc.collect()
+            most.append(sum(r() is not None for r in alive))
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            Path(output).write_bytes(b"")
+
+    images = tmp_path / "images"
+    images.mkdir()
+    names = [f"i{k:02d}.png" for k in range(12)]
+    for n in names:
+        cv2.imwrite(str(images / n), np.zeros((4, 4, 3), np.uint8))
+    prompts = [BoxPrompt((0, 0, 3, 3), image=n) for n in names]
+    summary = run_plan(Segmenter(), plan_folder(images, prompts, tmp_path / "out"), tmp_path / "out", progress=False)
+    assert len(summary.done) == 12 and len(alive) == 12
+    assert max(most) <= 3  # the one being written and the two being encoded, never all twelve

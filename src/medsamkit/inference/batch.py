@@ -135,6 +135,8 @@ def run_plan(
             summary.failed[str(path)] = str(exc)
             log.error("%s", exc)
             continue
+        finally:  # the image and its embedding (4 MiB) are done with: a long run holds only those ahead
+            job.rgb = job.embedding = None
         summary.done.append(str(path))
         bar.set_postfix(failed=len(summary.failed))
     if plan.unmatched:
