@@ -28,7 +28,9 @@ pytestmark = [
 ]
 
 # runs medsamkit's CLI, then says whether torch was imported (the fast path must not import it)
-CHILD = ("import sys; from medsamkit.cli.main import main; code = main(sys.argv[1:]); "
+# (NO_OPENVINO=1: as if openvino were not installed)
+CHILD = ("import os, sys\nif os.environ.get('NO_OPENVINO'): sys.modules['openvino'] = None\n"
+         "from medsamkit.cli.main import main; code = main(sys.argv[1:]); "
          "print('TORCH', 'torch' in sys.modules); sys.exit(code)")
 
 
@@ -125,3 +127,16 @@ def test_a_checkpoint_file_gets_the_fast_path_until_its_contents_change(folder, 
     assert code == 0 and "TORCH True" in out, err
     first, third = (cv2.imread(str(folder / f"{n}.png"), cv2.IMREAD_UNCHANGED) for n in ("first", "third"))
     np.testing.assert_array_equal(first, third)  # the same weights through the model-loading path
+
+
+@pytest.mark.skipif(not ENGINES["onnx"].available(), reason="onnxruntime not installed")
+def test_onnx_runtime_alone_takes_the_fast_path(folder, capsys):
+    """--backend onnx records ONNX Runtime engines; the fast path then needs no OpenVINO at all."""
+    argv = ["segment", str(folder / "images" / "a.png"), "--box", "41,66,139,134", "--threads", "2",
+            "--backend", "onnx"]
+    assert main([*argv, "-o", str(folder / "first.png")]) == 0, capsys.readouterr().err
+    code, out, err = _child([*argv, "-o", str(folder / "second.png")], {"NO_OPENVINO": "1"})
+    assert code == 0 and "TORCH False" in out and "did not start" not in err, err
+    assert "image encoder onnx fp32" in err
+    first, second = (cv2.imread(str(folder / f"{n}.png"), cv2.IMREAD_UNCHANGED) for n in ("first", "second"))
+    assert (first != second).mean() < 1e-4

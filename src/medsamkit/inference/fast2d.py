@@ -202,7 +202,8 @@ class FastPredictor:
     def __init__(self, record: EngineRecord, cache: Path | None = None, mode: str = "latency") -> None:
         from ..models.zoo import cache_dir
 
-        blobs = (cache_dir() if cache is None else cache) / "openvino" / cpu_tag()
+        openvino = (cache_dir() if cache is None else cache) / "openvino"
+        blobs = openvino / cpu_tag() if "openvino" in (record.encoder_backend, record.decoder_backend) else openvino
         self.record, self.input_size = record, record.input_size
         threads = record.threads
         if record.encoder_backend == "openvino":
