@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from medsamkit.errors import InputError
-from medsamkit.inference.baseline import BaselinePredictor, is_baseline_checkpoint, load_baseline_predictor
+from medsamkit.inference.baseline import BaselinePredictor, load_baseline_predictor
+from medsamkit.training.export_metadata import is_baseline_checkpoint
 from medsamkit.models.baselines import box_channel, build_baseline
 from medsamkit.preprocessing.geometry import geometry_for
 from medsamkit.inference.automatic import predict_automatic

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from medsamkit.errors import InputError, MedsamkitError
-from medsamkit.inference.predictor import Predictor, validate_boxes
+from medsamkit.inference.predictor import Predictor
+from medsamkit.inference.segment2d_io import validate_boxes
 from medsamkit.models import zoo
 from medsamkit.preprocessing.geometry import geometry_for
 

@@ -11,7 +11,8 @@ from torch import nn
 
 from medsamkit.inference.clicks import Click
 from medsamkit.inference.predictor import Predictor
-from medsamkit.inference.refine import DecodeRequest, decode_requests, label_map_from_logits
+from medsamkit.inference.refine import DecodeRequest, decode_requests
+from medsamkit.inference.segment2d_io import label_map_from_logits
 from medsamkit.preprocessing.geometry import geometry_for
 
 

@@ -88,7 +88,8 @@ def make_2d_predictor(args: argparse.Namespace, mode: str = "latency") -> Predic
     ``mode="throughput"``: a folder run (an OpenVINO encoder then takes several images at once)."""
     import torch
 
-    from ..inference.baseline import is_baseline_checkpoint, load_baseline_predictor
+    from ..inference.baseline import load_baseline_predictor
+    from ..training.export_metadata import is_baseline_checkpoint
     from ..models.loader import resolve_device
 
     if not is_baseline_checkpoint(args.checkpoint):

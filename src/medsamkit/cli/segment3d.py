@@ -210,7 +210,7 @@ def _prompts(args: argparse.Namespace, source: Path, shape: tuple[int, ...], geo
 
 def run(args: argparse.Namespace) -> int:
     """Segment one volume: read, resolve the prompts, propagate, write with the input's geometry."""
-    from ..inference.baseline import is_baseline_checkpoint
+    from ..training.export_metadata import is_baseline_checkpoint
     from ..inference.propagate import PropagationConfig
     from ..inference.volume3d import Cleanup, VolumeOptions, is_dicom_ct, segment_volume
     from ..io.image2d import check_pixel_values

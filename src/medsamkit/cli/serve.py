@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         log.warning("--host %s is reachable from other machines and this server has no authentication: "
                     "anyone who can reach it can upload images and read results. Add --token T "
                     "(or --token random), or keep the default 127.0.0.1.", config.host)
-    from ..inference.baseline import is_baseline_checkpoint
+    from ..training.export_metadata import is_baseline_checkpoint
     from ..server.app import create_app
     from ..server.engine import Engine
 

@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..training.export_metadata import is_baseline_checkpoint  # noqa: F401 - its former home
 from ..preprocessing.geometry import Frame, ModelGeometry, geometry_for
-from .predictor import Prediction, check_rgb_image
+from .predictor import Prediction
+from .segment2d_io import check_rgb_image
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 
 from ..models.sam import Sam
 from ..preprocessing.geometry import Frame, ModelGeometry
-from .segment2d_io import check_rgb_image, validate_boxes  # noqa: F401 - also imported from here
+from .segment2d_io import check_rgb_image
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,6 @@ import torch
 
 from .clicks import Click
 from .predictor import ImageEmbedding, Predictor
-from .segment2d_io import label_map_from_logits  # noqa: F401 - its home before the torch-free module
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from ..models.sam2.base import FrameFeatures, SAM2Base
 from ..preprocessing.geometry import Frame, ModelGeometry
-from .predictor import Prediction, check_rgb_image
+from .predictor import Prediction
+from .segment2d_io import check_rgb_image
 
 #: An image encoder: (B, 3, S, S) normalised images -> (vision, stride-4, stride-8) features
 #: (see :meth:`SAM2Base.encode`); an ONNX or OpenVINO engine can stand in for the model's own.

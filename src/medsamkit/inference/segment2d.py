@@ -18,10 +18,9 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .predictor import ImageEmbedding, Prediction, Predictor, validate_boxes
+from .predictor import ImageEmbedding, Prediction, Predictor
 from .prompts import BoxPrompt
-from .refine import label_map_from_logits
-from .segment2d_io import RgbReader, output_labels, write_outputs
+from .segment2d_io import RgbReader, label_map_from_logits, output_labels, validate_boxes, write_outputs
 from .session import RefineConfig, Session2D
 
 log = logging.getLogger(__name__)

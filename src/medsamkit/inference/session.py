@@ -23,8 +23,9 @@ import numpy as np
 
 from ..errors import InputError
 from .clicks import Click, check_clicks_2d, prompt_record
-from .predictor import ImageEmbedding, Predictor, check_rgb_image, validate_boxes
-from .refine import DecodeRequest, MaskResult, decode_requests, label_map_from_logits
+from .predictor import ImageEmbedding, Predictor
+from .refine import DecodeRequest, MaskResult, decode_requests
+from .segment2d_io import check_rgb_image, label_map_from_logits, validate_boxes
 
 
 @dataclass(frozen=True)
