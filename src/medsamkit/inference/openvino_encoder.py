@@ -26,8 +26,6 @@ from .onnx_encoder import EngineOutput, _weights_key, as_output, exported_encode
 
 log = logging.getLogger(__name__)
 
-_HINTS = PRECISION_HINTS
-
 
 def _quantized(onnx_path: Path, out: Path, calibration: Sequence[np.ndarray]) -> Path:
     """NNCF post-training int8 quantisation of the ONNX encoder on ``calibration`` inputs, saved as IR."""
@@ -77,7 +75,7 @@ class OpenVinoEncoder:
             raise ValueError(f"mode must be latency or throughput, got {mode!r}")
         if not openvino_available():
             raise MedsamkitError("the openvino backend needs openvino and onnx: pip install -e \".[engines]\"")
-        if precision not in _HINTS:
+        if precision not in PRECISION_HINTS:
             raise MedsamkitError(f"--precision {precision}: openvino runs fp32, bf16 or int8")
         if precision == "bf16" and "BF16" not in cpu_capabilities():
             raise MedsamkitError("--precision bf16: this CPU has no BF16 instructions; use fp32")
