@@ -12,7 +12,7 @@ import torch
 
 from medsamkit import choices
 from medsamkit.errors import MedsamkitError
-from medsamkit.inference import engines, openvino_encoder
+from medsamkit.inference import engines, openvino_encoder, precision_probe
 from medsamkit.inference.engines import ENGINES, EngineChoice, build_first, choose_engines
 from medsamkit.inference.factory import make_predictor
 from medsamkit.inference.onnx_encoder import OnnxEncoder, _weights_key
@@ -48,12 +48,29 @@ def test_backends_are_auto_and_the_engines():
 def test_auto_prefers_openvino_then_onnx_then_torch(loaded, monkeypatch):
     monkeypatch.setattr(engines, "_has_bf16", lambda: True)
     monkeypatch.setattr(engines, "BF16_AGREES", frozenset({_weights_key(loaded.model.image_encoder)}))
+    monkeypatch.setattr(precision_probe, "bf16_pays", lambda loaded: True)
     got = choose_engines("auto", None, loaded)
     expected = [EngineChoice(n, p) for n, p in (("openvino", "bf16"), ("onnx", "fp32"), ("torch", "fp32"))
                 if ENGINES[n].available()]
     assert got == expected
     monkeypatch.setattr(engines, "_has_bf16", lambda: False)
     assert all(c.precision == "fp32" for c in choose_engines("auto", None, loaded))
+
+
+def test_auto_takes_bf16_only_where_it_is_faster_on_this_cpu(loaded, monkeypatch, caplog):
+    monkeypatch.setattr(engines, "_has_bf16", lambda: True)
+    monkeypatch.setattr(engines, "BF16_AGREES", frozenset({_weights_key(loaded.model.image_encoder)}))
+    monkeypatch.setattr(precision_probe, "bf16_pays", lambda loaded: False)
+    assert all(c.precision == "fp32" for c in choose_engines("auto", None, loaded))
+    if ENGINES["openvino"].available():
+        assert choose_engines("openvino", None, loaded) == [EngineChoice("openvino", "fp32")]
+
+    def cannot_time(loaded):
+        raise RuntimeError("no such device")
+
+    monkeypatch.setattr(precision_probe, "bf16_pays", cannot_time)
+    assert all(c.precision == "fp32" for c in choose_engines("auto", None, loaded))
+    assert "could not time the image encoder in bf16 (no such device)" in caplog.text
 
 
 def test_bf16_only_for_weights_measured_to_agree(loaded, monkeypatch):
@@ -227,3 +244,29 @@ def test_factory_builds_the_asked_engine(loaded, tmp_path, monkeypatch):
     with torch.inference_mode():
         ref = loaded.model.encode(predictor.geometry.prepare_image(image)[0])
     assert torch.allclose(emb.features, ref, atol=1e-4)
+    assert predictor.exact_encoder is None and emb.inputs is None  # fp32: no re-check
+
+
+def test_a_bf16_encoder_gets_an_fp32_one_for_masks_too_close_to_call(loaded, sam2_loaded):
+    from medsamkit.inference.engines import exact_encoder
+
+    assert exact_encoder(EngineChoice("openvino", "fp32"), loaded) is None
+    assert exact_encoder(EngineChoice("onnx", "fp32"), loaded) is None
+    assert exact_encoder(EngineChoice("openvino", "bf16"), sam2_loaded) is None  # SAM2: no re-check
+    assert exact_encoder(EngineChoice("torch", "bf16"), loaded) == loaded.model.encode
+
+
+@needs_openvino
+def test_the_fp32_openvino_encoder_is_built_on_first_use_only(loaded, tmp_path, monkeypatch):
+    from medsamkit.inference.engines import exact_encoder
+
+    built: list[EngineChoice] = []
+    real = engines.build_encoder
+    monkeypatch.setattr(engines, "build_encoder", lambda choice, *a, **k: built.append(choice) or real(choice, *a, **k))
+    encode = exact_encoder(EngineChoice("openvino", "bf16"), loaded, threads=2, cache=tmp_path)
+    assert built == []
+    x = torch.rand(1, 3, 256, 256)
+    with torch.inference_mode():
+        ref = loaded.model.encode(x)
+        assert torch.allclose(encode(x), ref, atol=1e-4) and torch.allclose(encode(x), ref, atol=1e-4)
+    assert built == [EngineChoice("openvino", "fp32")]

@@ -100,6 +100,11 @@ def test_a_record_is_found_by_the_same_request_only(tmp_path, monkeypatch):
     # the fast path never stands in for a GPU, torch or a disabled fast path
     assert find_record(EngineRequest(None, str(loaded.weights_path), "cuda", "auto", None, 2), cache) is None
     assert find_record(EngineRequest(None, str(loaded.weights_path), "auto", "torch", None, 2), cache) is None
+    # an instruction-set limit changes which precision auto takes: another CPU for the record
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert find_record(request, cache) is None
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert find_record(request, cache) is not None
     monkeypatch.setenv("MEDSAMKIT_FAST_PATH", "0")
     assert find_record(request, cache) is None
 
@@ -171,3 +176,59 @@ def test_engines_that_fail_to_start_fall_back_with_a_warning(tmp_path, monkeypat
     pytest.importorskip("onnxruntime")
     assert fast_segmenter(request, [BoxPrompt((1, 2, 30, 40))], cache=tmp_path / "cache") is None
     assert "did not start" in caplog.text
+
+
+# --- bf16 masks too close to call -----------------------------------------------------------
+
+class _FakeEncoder:
+    """OpenVinoRunner's stand-in: a bf16 run gives an embedding of zeros, an fp32 run of ones."""
+
+    built: list[str] = []
+
+    def __init__(self, path, blobs, precision, threads, mode="latency"):
+        self.precision = precision
+        _FakeEncoder.built.append(precision)
+
+    def __call__(self, x):
+        return self.submit(x)()
+
+    def submit(self, x):
+        fill = 0.0 if self.precision == "bf16" else 1.0
+        return lambda: [np.full((1, 256, 64, 64), fill, np.float32)]
+
+
+def _fake_decoder(path, threads, spin=True, quiet=False):
+    """ONNX Runtime's stand-in: every logit is 8 on the ones (fp32) embedding; on the zeros (bf16)
+    one, box 0's are 0.1 (too close to call) and the others' 9 (sure), so each source is recognisable."""
+    def run(_names, feeds):
+        e, boxes = feeds["embedding"], feeds["boxes"]
+        out = np.full((len(boxes), 1, 256, 256), 8.0, np.float32)
+        if e.mean() == 0:
+            out[0], out[1:] = 0.1, 9.0
+        return [out, np.zeros((len(boxes), 1), np.float32)]
+    return SimpleNamespace(run=run)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_fast_path_decodes_masks_too_close_to_call_from_fp32(tmp_path, monkeypatch, precision):
+    _FakeEncoder.built = []
+    monkeypatch.setattr(fast2d, "OpenVinoRunner", _FakeEncoder)
+    monkeypatch.setattr(fast2d, "ort_session", _fake_decoder)
+    record = fast2d.EngineRecord("litemedsam", "openvino", precision, str(tmp_path / "enc.onnx"), "onnx",
+                                 str(tmp_path / "dec.onnx"), 2, "0" * 64)
+    predictor = fast2d.FastPredictor(record, tmp_path)
+    assert _FakeEncoder.built == [precision]  # no fp32 encoder until a mask needs it
+    image = np.zeros((200, 300, 3), np.uint8)
+    image[50:150, 50:200] = 200
+    embedding = predictor.embed(image)
+    logits = predictor.predict_boxes(embedding, np.array([[10, 10, 150, 150], [20, 20, 100, 100]]))
+    if precision == "fp32":
+        assert embedding.inputs is None and _FakeEncoder.built == ["fp32"]
+        assert np.all(logits == 8.0)  # both from the fp32 embedding, no re-check
+        return
+    assert embedding.inputs is not None and embedding.inputs.shape == (1, 3, 256, 256)
+    assert _FakeEncoder.built == ["bf16", "fp32"]
+    assert np.all(logits[0] == 8.0)  # box 0 decoded again from the fp32 embedding
+    assert np.all(logits[1] == 9.0)  # box 1 was sure in bf16 and stays
+    predictor.predict_boxes(embedding, np.array([[10, 10, 150, 150]]))
+    assert _FakeEncoder.built == ["bf16", "fp32"]  # the fp32 encoder is built once

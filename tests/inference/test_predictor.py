@@ -272,3 +272,72 @@ def test_boxes_inside_the_image_give_no_warning(caplog, monkeypatch):
     with caplog.at_level(logging.WARNING, logger="medsamkit"):
         validate_boxes(np.array([[0, 0, W, H]]), (H, W))
     assert caplog.records == []
+
+
+class _Counting:
+    """An encoder that counts its calls (an fp32 encoder the predictor builds only when needed)."""
+
+    def __init__(self, encode) -> None:
+        self.encode, self.calls = encode, 0
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.encode(images)
+
+
+@pytest.fixture(scope="module")
+def approximate(lite):
+    """A deliberately rough stand-in for a bf16 encoder: the real embedding plus noise."""
+    noise = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(0)) * 0.3
+    return lambda images: lite.model.encode(images) + noise
+
+
+def test_masks_too_close_to_call_are_decoded_from_the_exact_encoder(lite, scene, approximate):
+    from medsamkit.inference.margin_check import MarginCheck
+
+    geometry = geometry_for(lite.spec.preprocessing)
+    exact = Predictor(lite.model, geometry)
+    exact.set_image(scene[0])
+    reference = exact.predict(boxes=THREE_BOXES)
+    rough = Predictor(lite.model, geometry, approximate)
+    rough.set_image(scene[0])
+    rough_only = rough.predict(boxes=THREE_BOXES)
+    assert not np.array_equal(rough_only.logits, reference.logits)
+
+    fp32 = _Counting(lite.model.encode)
+    checked = Predictor(lite.model, geometry, approximate, exact_encoder=fp32)
+    embedding = checked.set_image(scene[0])
+    assert embedding.inputs is not None and embedding.inputs.shape == (1, 3, 256, 256)
+    checked.margin_check = MarginCheck(band=0.0)  # nothing is near: the rough masks stand
+    np.testing.assert_array_equal(checked.predict(boxes=THREE_BOXES).logits, rough_only.logits)
+    assert fp32.calls == 0
+    checked.margin_check = MarginCheck(band=float("inf"), max_fraction=0.0)  # everything is near
+    for _ in range(2):
+        again = checked.predict(boxes=THREE_BOXES)
+        np.testing.assert_allclose(again.logits, reference.logits, atol=1e-4)
+        assert np.array_equal(again.masks, reference.masks)
+    assert fp32.calls == 1  # encoded once per image, however often it is asked
+
+
+def test_only_the_prompts_too_close_to_call_are_replaced(lite, scene, approximate):
+    from medsamkit.inference.margin_check import MarginCheck
+
+    class OnlyFirst(MarginCheck):
+        def uncertain(self, low_res, frame):
+            return np.arange(len(low_res)) == 0
+
+    geometry = geometry_for(lite.spec.preprocessing)
+    exact = Predictor(lite.model, geometry)
+    exact.set_image(scene[0])
+    rough = Predictor(lite.model, geometry, approximate)
+    rough.set_image(scene[0])
+    checked = Predictor(lite.model, geometry, approximate, exact_encoder=lite.model.encode)
+    checked.margin_check = OnlyFirst()
+    checked.set_image(scene[0])
+    out = checked.predict(boxes=THREE_BOXES)
+    np.testing.assert_allclose(out.logits[0], exact.predict(boxes=THREE_BOXES[:1]).logits[0], atol=1e-4)
+    np.testing.assert_array_equal(out.logits[1:], rough.predict(boxes=THREE_BOXES).logits[1:])
+
+
+def test_no_input_is_kept_without_an_exact_encoder(predictor, scene):
+    assert predictor.exact_encoder is None and predictor.embedding.inputs is None

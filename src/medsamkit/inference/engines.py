@@ -4,9 +4,11 @@
 the torch fp32 path (mean Dice >= 0.99 against the official pipeline, none below 0.95; measured
 by ``benchmarks/bench_engines.py`` on Kvasir-SEG, see ``docs/benchmarks.md``):
 
-1. OpenVINO, bf16 where the CPU has BF16 instructions and the encoder's weights are ones whose
+1. OpenVINO, bf16 where the CPU has BF16 instructions, the encoder's weights are ones whose
    bf16 masks were measured to agree (:data:`BF16_AGREES`: the official LiteMedSAM encoder, also
-   inside decoder-only fine-tuned checkpoints), else fp32;
+   inside decoder-only fine-tuned checkpoints) and bf16 runs faster than fp32 on this CPU (timed
+   once per CPU: :mod:`~medsamkit.inference.precision_probe`), else fp32. Masks too close to call
+   on a bf16 embedding are decoded from fp32 (:mod:`~medsamkit.inference.margin_check`);
 2. ONNX Runtime fp32;
 3. torch fp32 (always there: the engines are the optional ``engines`` extra).
 
@@ -92,11 +94,25 @@ def _bf16_agrees(loaded: LoadedModel) -> bool:
     return loaded.spec.family != "sam2" and _has_bf16() and _weights_key(loaded.model.image_encoder) in BF16_AGREES
 
 
+def _bf16_chosen(loaded: LoadedModel) -> bool:
+    """bf16 for OpenVINO when its masks agree (:func:`_bf16_agrees`) and it is faster than fp32 on
+    this CPU (:func:`~medsamkit.inference.precision_probe.bf16_pays`, timed once per CPU)."""
+    if not _bf16_agrees(loaded):
+        return False
+    from .precision_probe import bf16_pays
+
+    try:
+        return bf16_pays(loaded)
+    except Exception as exc:  # noqa: BLE001 - an engine that cannot be timed is not picked in bf16
+        log.warning("could not time the image encoder in bf16 (%s); using fp32", exc)
+        return False
+
+
 def auto_candidates(loaded: LoadedModel) -> list[EngineChoice]:
     """The engines ``auto`` tries on the CPU, fastest first, installed ones only."""
     out = []
     if ENGINES["openvino"].available():
-        out.append(EngineChoice("openvino", "bf16" if _bf16_agrees(loaded) else "fp32"))
+        out.append(EngineChoice("openvino", "bf16" if _bf16_chosen(loaded) else "fp32"))
     if ENGINES["onnx"].available():
         out.append(EngineChoice("onnx", "fp32"))
     out.append(EngineChoice("torch", "fp32"))
@@ -129,7 +145,7 @@ def choose_engines(backend: str, precision: str | None, loaded: LoadedModel) -> 
         if not engine.available():
             raise MedsamkitError(f"--backend {backend} is not installed: {engine.install}")
     if precision is None:
-        precision = "bf16" if backend == "openvino" and _bf16_agrees(loaded) else "fp32"
+        precision = "bf16" if backend == "openvino" and _bf16_chosen(loaded) else "fp32"
     if precision not in engine.precisions:
         raise MedsamkitError(f"--precision {precision} is not offered by --backend {backend} "
                              f"({', '.join(engine.precisions)})")
@@ -169,6 +185,26 @@ def build_encoder(choice: EngineChoice, loaded: LoadedModel, threads: int | None
         mode = "latency"  # the SAM2 predictor and memory propagation encode one image at a time
     return OpenVinoEncoder(graph.module, model.image_size, cache, arch, choice.precision, threads,
                            calibration, mode, graph.outputs)
+
+
+def exact_encoder(choice: EngineChoice, loaded: LoadedModel, threads: int | None = None,
+                  cache: Path | None = None) -> Callable | None:
+    """The fp32 encoder that goes with a bf16 one (SAM family), built on its first call: masks too
+    close to call on the bf16 embedding are decoded from it
+    (:class:`~medsamkit.inference.margin_check.MarginCheck`). None for an fp32 or int8 choice."""
+    if choice.precision != "bf16" or loaded.spec.family == "sam2":
+        return None
+    if choice.backend == "torch":
+        return loaded.model.encode
+    built: list[Callable] = []
+
+    def encode(images: torch.Tensor) -> EngineOutput:
+        if not built:
+            log.info("building the fp32 image encoder (%s) for masks too close to call in bf16", choice.backend)
+            built.append(build_encoder(EngineChoice(choice.backend, "fp32"), loaded, threads, cache))
+        return built[0](images)
+
+    return encode
 
 
 def build_first(choices: list[EngineChoice], loaded: LoadedModel, threads: int | None = None,

@@ -28,7 +28,7 @@ def make_predictor(loaded: LoadedModel, encoder: Callable[[torch.Tensor], object
     the predictor's ``engine`` attribute says which one runs. ``mode="throughput"`` (folders)
     lets an OpenVINO encoder take several images at once (:meth:`Predictor.embed_async`).
     """
-    from .engines import EngineChoice, build_decoder, build_first, choose_engines
+    from .engines import EngineChoice, build_decoder, build_first, choose_engines, exact_encoder
     from .predictor import Predictor  # looked up at call time (tests substitute it)
 
     choice = EngineChoice("custom" if encoder is not None else "torch", "fp32")
@@ -45,5 +45,6 @@ def make_predictor(loaded: LoadedModel, encoder: Callable[[torch.Tensor], object
     else:
         predictor = Predictor(loaded.model, geometry, encoder)  # type: ignore[arg-type]
         predictor.box_decoder = decoder
+        predictor.exact_encoder = exact_encoder(choice, loaded, threads)
     predictor.engine = choice
     return predictor

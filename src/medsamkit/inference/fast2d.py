@@ -39,6 +39,7 @@ from .. import __version__
 from ..errors import InputError
 from ..preprocessing.frames import Frame, litemedsam_boxes, litemedsam_resize, minmax01, padded_chw
 from .engine_runtime import OpenVinoRunner, cpu_tag, ort_session
+from .margin_check import MarginCheck
 from .prompts import BoxPrompt
 from .segment2d_io import (RgbReader, check_rgb_image, label_map_from_logits, output_labels, validate_boxes,
                            write_outputs)
@@ -46,7 +47,7 @@ from .segment2d_io import (RgbReader, check_rgb_image, label_map_from_logits, ou
 log = logging.getLogger(__name__)
 
 #: bump when what a record means changes (the files it names, how they are run)
-RECORD_VERSION = 2
+RECORD_VERSION = 3
 _OFF = {"0", "false", "no", "off"}
 
 
@@ -78,14 +79,16 @@ class EngineRecord:
 
 
 def _cpu_identity() -> str:
-    """This CPU's model name and instruction-set flags (Linux), else what platform says."""
+    """This CPU's model name and instruction-set flags (Linux), else what platform says, and any
+    instruction-set limit set for oneDNN (it changes which precision is faster)."""
+    limits = "|".join(os.environ.get(v, "") for v in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"))
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
         first = text.split("\n\n", 1)[0]
         keep = [line for line in first.splitlines() if line.split(":")[0].strip() in ("model name", "flags")]
-        return "|".join(keep) or platform.processor()
+        return "|".join(keep or [platform.processor()]) + "|" + limits
     except OSError:
-        return f"{platform.machine()}|{platform.processor()}"
+        return f"{platform.machine()}|{platform.processor()}|{limits}"
 
 
 def _weights_file(request: EngineRequest) -> Path | None:
@@ -189,6 +192,7 @@ class FastEmbedding:
 
     features: np.ndarray  # (1, 256, 64, 64) float32
     frame: Frame
+    inputs: np.ndarray | None = None  # the model input, kept when the encoder runs bf16
 
 
 class FastPredictor:
@@ -206,6 +210,9 @@ class FastPredictor:
         blobs = openvino / cpu_tag() if "openvino" in (record.encoder_backend, record.decoder_backend) else openvino
         self.record, self.input_size = record, record.input_size
         threads = record.threads
+        self._blobs, self._exact_runner = blobs, None
+        # bf16 embeddings: masks too close to call are decoded again from fp32 (as the torch path)
+        self.margin_check = MarginCheck() if record.encoder_precision == "bf16" else None
         if record.encoder_backend == "openvino":
             self.encoder: Any = OpenVinoRunner(Path(record.encoder_path), blobs, record.encoder_precision,
                                                threads, mode)
@@ -232,7 +239,8 @@ class FastPredictor:
         with an OpenVINO throughput encoder, else before returning)."""
         x, frame = model_input(image, self.input_size)
         pending = self._encode(x)
-        return lambda: FastEmbedding(pending()[0], frame)
+        kept = x if self.margin_check is not None else None
+        return lambda: FastEmbedding(pending()[0], frame, kept)
 
     def embed(self, image: np.ndarray) -> FastEmbedding:
         return self.embed_async(image)()
@@ -242,7 +250,21 @@ class FastPredictor:
         frame = embedding.frame
         model_boxes = litemedsam_boxes(np.asarray(boxes, np.float64).reshape(-1, 4), frame)
         low_res = self._decode(np.ascontiguousarray(embedding.features, np.float32), model_boxes)[0]
+        if self.margin_check is not None and embedding.inputs is not None:
+            redo = self.margin_check.uncertain(low_res[:, 0], frame)
+            if redo.any():
+                log.info("%d of %d masks too close to call on the bf16 embedding: decoded from fp32",
+                         int(redo.sum()), len(redo))
+                exact = self._decode(self._exact_features(embedding.inputs), model_boxes)[0]
+                low_res = np.where(redo[:, None, None, None], exact, low_res)
         return logits_to_original(low_res[:, 0], frame)
+
+    def _exact_features(self, inputs: np.ndarray) -> np.ndarray:
+        """The fp32 embedding of a model input (the recorded encoder file compiled in fp32)."""
+        if self._exact_runner is None:
+            record = self.record
+            self._exact_runner = OpenVinoRunner(Path(record.encoder_path), self._blobs, "fp32", record.threads)
+        return np.ascontiguousarray(self._exact_runner(inputs)[0], np.float32)
 
 
 def model_input(image: np.ndarray, input_size: int = 256) -> tuple[np.ndarray, Frame]:

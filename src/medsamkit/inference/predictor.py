@@ -16,16 +16,22 @@ import torch
 
 from ..models.sam import Sam
 from ..preprocessing.geometry import Frame, ModelGeometry
+from .margin_check import MarginCheck
 from .segment2d_io import check_rgb_image
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class ImageEmbedding:
-    """The encoder output of one image and where the image sits in the model input."""
+    """The encoder output of one image and where the image sits in the model input.
+
+    ``inputs``: the model input it was encoded from, kept only when the encoder is approximate
+    (bf16) so that a mask too close to call can be decoded from an fp32 encoding of it."""
 
     features: torch.Tensor  # (1, 256, 64, 64)
     frame: Frame
+    inputs: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,8 @@ class Predictor:
         encoder: replaces ``model.encode`` (e.g. an :class:`~medsamkit.inference.onnx_encoder.OnnxEncoder`).
         decoder: decodes box-only prompts (embedding, (N, 4) model-input boxes) -> (logits, IoU)
             instead of ``model.decode`` (an :class:`~medsamkit.inference.decoder_engine.EngineDecoder`).
+        exact_encoder: with an approximate (bf16) ``encoder``, the fp32 encoder that masks too
+            close to call (:class:`~medsamkit.inference.margin_check.MarginCheck`) are decoded from.
     """
 
     #: the model family ("sam2" for :class:`~medsamkit.inference.sam2_predictor.SAM2Predictor`)
@@ -61,6 +69,7 @@ class Predictor:
     def __init__(
         self, model: Sam, geometry: ModelGeometry, encoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
         decoder: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        exact_encoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.model = model
         self.geometry = geometry
@@ -69,7 +78,11 @@ class Predictor:
         # boxes alone (no clicks, no mask prompt, one mask each) may go to an engine
         # (:class:`~medsamkit.inference.decoder_engine.EngineDecoder`); the rest to the model
         self.box_decoder = decoder
+        self.exact_encoder = exact_encoder
+        self.margin_check = MarginCheck()
         self.embedding: ImageEmbedding | None = None
+        # the fp32 features of the last embedding that needed them (an interactive session asks again)
+        self._exact: tuple[ImageEmbedding, torch.Tensor] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -81,7 +94,10 @@ class Predictor:
         check_rgb_image(image)
         tensor, frame = self.geometry.prepare_image(image)
         features = self.encoder(tensor.to(self.device)).to(self.device)
-        return ImageEmbedding(features=features, frame=frame)
+        return ImageEmbedding(features, frame, self._kept(tensor))
+
+    def _kept(self, tensor: torch.Tensor) -> torch.Tensor | None:
+        return tensor.cpu() if self.exact_encoder is not None else None
 
     @torch.inference_mode()
     def embed_async(self, image: np.ndarray) -> Callable[[], ImageEmbedding]:
@@ -97,7 +113,8 @@ class Predictor:
         check_rgb_image(image)
         tensor, frame = self.geometry.prepare_image(image)
         pending = submit(tensor)
-        return lambda: ImageEmbedding(features=pending().to(self.device), frame=frame)
+        kept = self._kept(tensor)
+        return lambda: ImageEmbedding(pending().to(self.device), frame, kept)
 
     def set_image(self, image: np.ndarray) -> ImageEmbedding:
         """Encode ``image`` and keep the embedding for the following :meth:`predict` calls."""
@@ -154,14 +171,10 @@ class Predictor:
             empty = np.zeros((0, 1, h, w), np.float32)
             return Prediction(empty > 0, empty, np.zeros((0, 1), np.float32), torch.zeros(0, 1, 256, 256))
         masks_t = None if mask_input is None else mask_input.to(dev, torch.float32)
-        if self.box_decoder is not None and point_t is None and masks_t is None and box_t is not None \
-                and not multimask_output and self.embedding.features.shape[0] == 1:
-            low_res, iou = self.box_decoder(self.embedding.features, box_t)
-            low_res, iou = low_res.to(dev), iou.to(dev)
-        else:
-            low_res, iou = self.model.decode(
-                self.embedding.features, boxes=box_t, points=point_t, masks=masks_t, multimask_output=multimask_output
-            )
+        prompts = (box_t, point_t, masks_t, multimask_output)
+        low_res, iou = self._decode(self.embedding.features, *prompts)
+        if self.exact_encoder is not None and self.embedding.inputs is not None:
+            low_res, iou = self._recheck(low_res, iou, prompts)
         logits = self.geometry.logits_to_original(low_res.float(), frame).cpu().numpy()
         return Prediction(
             masks=logits > 0,
@@ -169,3 +182,30 @@ class Predictor:
             iou_scores=iou.float().cpu().numpy(),
             low_res_logits=low_res.cpu(),
         )
+
+    def _decode(self, features: torch.Tensor, box_t: torch.Tensor | None, point_t: tuple | None,
+                masks_t: torch.Tensor | None, multimask_output: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.box_decoder is not None and point_t is None and masks_t is None and box_t is not None \
+                and not multimask_output and features.shape[0] == 1:
+            low_res, iou = self.box_decoder(features, box_t)
+            return low_res.to(self.device), iou.to(self.device)
+        return self.model.decode(features, boxes=box_t, points=point_t, masks=masks_t,
+                                 multimask_output=multimask_output)
+
+    def _recheck(self, low_res: torch.Tensor, iou: torch.Tensor, prompts: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode again, from the fp32 encoding, the prompts whose masks are too close to call."""
+        embedding = self.embedding
+        assert embedding is not None and embedding.inputs is not None and self.exact_encoder is not None
+        near = self.margin_check.uncertain(low_res.float().flatten(0, 1).cpu().numpy(), embedding.frame)
+        redo = torch.from_numpy(near.reshape(low_res.shape[:2]).any(axis=1))
+        if not bool(redo.any()):
+            return low_res, iou
+        if self._exact is None or self._exact[0] is not embedding:
+            features = self.exact_encoder(embedding.inputs.to(self.device)).to(self.device)
+            self._exact = (embedding, features)
+        log.info("%d of %d masks too close to call on the bf16 embedding: decoded from fp32",
+                 int(redo.sum()), len(redo))
+        exact_low, exact_iou = self._decode(self._exact[1], *prompts)
+        redo = redo.to(low_res.device)
+        return (torch.where(redo[:, None, None, None], exact_low.to(low_res.dtype), low_res),
+                torch.where(redo[:, None], exact_iou.to(iou.dtype), iou))

@@ -62,7 +62,7 @@ class SessionPredictor(Predictor):
 
     def __init__(self, engine: Engine, owner: str) -> None:
         base = engine.base
-        super().__init__(base.model, base.geometry, base.encoder)
+        super().__init__(base.model, base.geometry, base.encoder, exact_encoder=base.exact_encoder)
         self._engine = engine
         self._owner = owner
 
