@@ -24,7 +24,7 @@ import numpy as np
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "kvasir-seg"
 BANDS = (0.25, 0.5, 1.0, 2.0)
-FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+FRACTIONS = (0.1, 0.2, 0.25, 0.3, 0.5, 0.75, 1.0)
 
 
 def measure(data: Path, limit: int | None, threads: int) -> dict:
