@@ -255,8 +255,8 @@ class FastPredictor:
             if redo.any():
                 log.info("%d of %d masks too close to call on the bf16 embedding: decoded from fp32",
                          int(redo.sum()), len(redo))
-                exact = self._decode(self._exact_features(embedding.inputs), model_boxes)[0]
-                low_res = np.where(redo[:, None, None, None], exact, low_res)
+                low_res = low_res.copy()
+                low_res[redo] = self._decode(self._exact_features(embedding.inputs), model_boxes[redo])[0]
         return logits_to_original(low_res[:, 0], frame)
 
     def _exact_features(self, inputs: np.ndarray) -> np.ndarray:

@@ -197,15 +197,20 @@ class Predictor:
         embedding = self.embedding
         assert embedding is not None and embedding.inputs is not None and self.exact_encoder is not None
         near = self.margin_check.uncertain(low_res.float().flatten(0, 1).cpu().numpy(), embedding.frame)
-        redo = torch.from_numpy(near.reshape(low_res.shape[:2]).any(axis=1))
-        if not bool(redo.any()):
+        redo = np.flatnonzero(near.reshape(low_res.shape[:2]).any(axis=1))
+        if len(redo) == 0:
             return low_res, iou
         if self._exact is None or self._exact[0] is not embedding:
             features = self.exact_encoder(embedding.inputs.to(self.device)).to(self.device)
             self._exact = (embedding, features)
         log.info("%d of %d masks too close to call on the bf16 embedding: decoded from fp32",
-                 int(redo.sum()), len(redo))
-        exact_low, exact_iou = self._decode(self._exact[1], *prompts)
-        redo = redo.to(low_res.device)
-        return (torch.where(redo[:, None, None, None], exact_low.to(low_res.dtype), low_res),
-                torch.where(redo[:, None], exact_iou.to(iou.dtype), iou))
+                 len(redo), len(low_res))
+        box_t, point_t, masks_t, multimask_output = prompts  # all on self.device, as the logits
+        rows = torch.from_numpy(redo).to(self.device)
+        exact_low, exact_iou = self._decode(
+            self._exact[1], None if box_t is None else box_t[rows],
+            None if point_t is None else (point_t[0][rows], point_t[1][rows]),
+            None if masks_t is None else masks_t[rows], multimask_output)
+        low_res, iou = low_res.clone(), iou.clone()
+        low_res[rows], iou[rows] = exact_low.to(low_res.dtype), exact_iou.to(iou.dtype)
+        return low_res, iou
