@@ -232,3 +232,19 @@ def test_fast_path_decodes_masks_too_close_to_call_from_fp32(tmp_path, monkeypat
     assert np.all(logits[1] == 9.0)  # box 1 was sure in bf16 and stays
     predictor.predict_boxes(embedding, np.array([[10, 10, 150, 150]]))
     assert _FakeEncoder.built == ["bf16", "fp32"]  # the fp32 encoder is built once
+
+
+def test_fast_path_encodes_in_fp32_only_once_most_decodes_needed_it(tmp_path, monkeypatch):
+    _FakeEncoder.built = []
+    monkeypatch.setattr(fast2d, "OpenVinoRunner", _FakeEncoder)
+    monkeypatch.setattr(fast2d, "ort_session", _fake_decoder)
+    record = fast2d.EngineRecord("litemedsam", "openvino", "bf16", str(tmp_path / "enc.onnx"), "onnx",
+                                 str(tmp_path / "dec.onnx"), 2, "0" * 64)
+    predictor = fast2d.FastPredictor(record, tmp_path)
+    image = np.zeros((200, 300, 3), np.uint8)
+    for _ in range(predictor.fallback.window):  # box 0 is too close to call on every bf16 embedding
+        predictor.predict_boxes(predictor.embed(image), np.array([[10, 10, 150, 150]]))
+    assert predictor.fallback.exact_only
+    embedding = predictor.embed(image)
+    assert embedding.inputs is None and np.all(embedding.features == 1.0)  # the fp32 embedding
+    assert np.all(predictor.predict_boxes(embedding, np.array([[10, 10, 150, 150]])) == 8.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -58,3 +60,20 @@ def test_an_empty_mask_counts_its_near_pixels_against_one_pixel():
 def test_logits_must_be_one_map_per_prompt():
     with pytest.raises(ValueError, match="expected"):
         MarginCheck().near_fraction(np.zeros((256, 256)), FRAME)
+
+
+def test_fp32_only_once_most_of_the_last_decodes_needed_it(caplog):
+    from medsamkit.inference.margin_check import FallbackTracker
+
+    caplog.set_level(logging.INFO, logger="medsamkit.inference.margin_check")
+    tracker = FallbackTracker(window=4, share=0.5)
+    for needed in (True, False, True):  # 2 of 3: the window is not full yet
+        tracker.record(needed)
+    assert not tracker.exact_only
+    tracker.record(False)  # 2 of 4: half
+    assert tracker.exact_only
+    assert "2 of the last 4 decodes needed the fp32 embedding" in caplog.text
+    tracker = FallbackTracker(window=4, share=0.5)
+    for needed in (True, False, False, False, True, False, False, False):  # never 2 in any 4
+        tracker.record(needed)
+    assert not tracker.exact_only

@@ -341,3 +341,24 @@ def test_only_the_prompts_too_close_to_call_are_replaced(lite, scene, approximat
 
 def test_no_input_is_kept_without_an_exact_encoder(predictor, scene):
     assert predictor.exact_encoder is None and predictor.embedding.inputs is None
+
+
+def test_after_most_decodes_needed_fp32_images_are_encoded_in_fp32_only(lite, scene, approximate):
+    from medsamkit.inference.margin_check import MarginCheck
+
+    geometry = geometry_for(lite.spec.preprocessing)
+    exact = Predictor(lite.model, geometry)
+    exact.set_image(scene[0])
+    reference = exact.predict(boxes=THREE_BOXES)
+    rough = _Counting(approximate)
+    fp32 = _Counting(lite.model.encode)
+    checked = Predictor(lite.model, geometry, rough, exact_encoder=fp32)
+    checked.margin_check = MarginCheck(band=float("inf"), max_fraction=0.0)  # every decode needs fp32
+    for i in range(checked.fallback.window):
+        assert checked.set_image(scene[0]).inputs is not None
+        checked.predict(boxes=THREE_BOXES)
+    assert checked.fallback.exact_only and (rough.calls, fp32.calls) == (8, 8)
+    embedding = checked.set_image(scene[0])  # now fp32 alone: no bf16 pass, nothing to re-check
+    assert embedding.inputs is None and (rough.calls, fp32.calls) == (8, 9)
+    np.testing.assert_allclose(checked.predict(boxes=THREE_BOXES).logits, reference.logits, atol=1e-4)
+    assert fp32.calls == 9

@@ -39,7 +39,7 @@ from .. import __version__
 from ..errors import InputError
 from ..preprocessing.frames import Frame, litemedsam_boxes, litemedsam_resize, minmax01, padded_chw
 from .engine_runtime import OpenVinoRunner, cpu_tag, ort_session
-from .margin_check import MarginCheck
+from .margin_check import FallbackTracker, MarginCheck
 from .prompts import BoxPrompt
 from .segment2d_io import (RgbReader, check_rgb_image, label_map_from_logits, output_labels, validate_boxes,
                            write_outputs)
@@ -213,6 +213,7 @@ class FastPredictor:
         self._blobs, self._exact_runner = blobs, None
         # bf16 embeddings: masks too close to call are decoded again from fp32 (as the torch path)
         self.margin_check = MarginCheck() if record.encoder_precision == "bf16" else None
+        self.fallback = FallbackTracker()
         if record.encoder_backend == "openvino":
             self.encoder: Any = OpenVinoRunner(Path(record.encoder_path), blobs, record.encoder_precision,
                                                threads, mode)
@@ -238,6 +239,9 @@ class FastPredictor:
         """Start encoding ``image``; the returned function gives its embedding (in the background
         with an OpenVINO throughput encoder, else before returning)."""
         x, frame = model_input(image, self.input_size)
+        if self.margin_check is not None and self.fallback.exact_only:
+            features = self._exact_features(x)
+            return lambda: FastEmbedding(features, frame)
         pending = self._encode(x)
         kept = x if self.margin_check is not None else None
         return lambda: FastEmbedding(pending()[0], frame, kept)
@@ -252,6 +256,7 @@ class FastPredictor:
         low_res = self._decode(np.ascontiguousarray(embedding.features, np.float32), model_boxes)[0]
         if self.margin_check is not None and embedding.inputs is not None:
             redo = self.margin_check.uncertain(low_res[:, 0], frame)
+            self.fallback.record(bool(redo.any()))
             if redo.any():
                 log.info("%d of %d masks too close to call on the bf16 embedding: decoded from fp32",
                          int(redo.sum()), len(redo))

@@ -18,11 +18,15 @@ it too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from collections import deque
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..preprocessing.frames import Frame
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,3 +56,28 @@ class MarginCheck:
     def uncertain(self, low_res: np.ndarray, frame: Frame) -> np.ndarray:
         """(N,) bool: the prompts whose mask is too close to call."""
         return self.near_fraction(low_res, frame) > self.max_fraction
+
+
+@dataclass
+class FallbackTracker:
+    """Whether to stop encoding in bf16: once most recent decodes needed the fp32 embedding anyway.
+
+    On images where bf16 is often too close to call (BraTS tumour slices: 56% of prompts), encoding
+    every image twice costs more than fp32 alone. After ``share`` of the last ``window`` decodes
+    needed fp32, :attr:`exact_only` turns on and the predictor encodes in fp32 from then on (the
+    masks are the fp32 ones either way)."""
+
+    window: int = 8
+    share: float = 0.5
+    exact_only: bool = False
+    _recent: deque = field(default_factory=deque, repr=False)
+
+    def record(self, needed_exact: bool) -> None:
+        self._recent.append(bool(needed_exact))
+        if len(self._recent) > self.window:
+            self._recent.popleft()
+        if not self.exact_only and len(self._recent) == self.window \
+                and sum(self._recent) >= self.share * self.window:
+            self.exact_only = True
+            log.info("%d of the last %d decodes needed the fp32 embedding: encoding in fp32 from now on",
+                     sum(self._recent), self.window)

@@ -16,7 +16,7 @@ import torch
 
 from ..models.sam import Sam
 from ..preprocessing.geometry import Frame, ModelGeometry
-from .margin_check import MarginCheck
+from .margin_check import FallbackTracker, MarginCheck
 from .segment2d_io import check_rgb_image
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class Predictor:
         self.box_decoder = decoder
         self.exact_encoder = exact_encoder
         self.margin_check = MarginCheck()
+        self.fallback = FallbackTracker()
         self.embedding: ImageEmbedding | None = None
         # the fp32 features of the last embedding that needed them (an interactive session asks again)
         self._exact: tuple[ImageEmbedding, torch.Tensor] | None = None
@@ -93,8 +94,13 @@ class Predictor:
         """Run the encoder on an H x W x 3 uint8 RGB image (does not change the predictor's state)."""
         check_rgb_image(image)
         tensor, frame = self.geometry.prepare_image(image)
+        if self._exact_only():
+            return ImageEmbedding(self.exact_encoder(tensor.to(self.device)).to(self.device), frame)
         features = self.encoder(tensor.to(self.device)).to(self.device)
         return ImageEmbedding(features, frame, self._kept(tensor))
+
+    def _exact_only(self) -> bool:
+        return self.exact_encoder is not None and self.fallback.exact_only
 
     def _kept(self, tensor: torch.Tensor) -> torch.Tensor | None:
         return tensor.cpu() if self.exact_encoder is not None else None
@@ -107,7 +113,7 @@ class Predictor:
         is encoded in the background while the caller goes on (up to ``slots`` at once); with
         any other encoder it is encoded here, before returning."""
         submit = getattr(self.encoder, "submit", None)
-        if submit is None:
+        if submit is None or self._exact_only():
             embedding = self.embed(image)
             return lambda: embedding
         check_rgb_image(image)
@@ -198,6 +204,7 @@ class Predictor:
         assert embedding is not None and embedding.inputs is not None and self.exact_encoder is not None
         near = self.margin_check.uncertain(low_res.float().flatten(0, 1).cpu().numpy(), embedding.frame)
         redo = np.flatnonzero(near.reshape(low_res.shape[:2]).any(axis=1))
+        self.fallback.record(len(redo) > 0)
         if len(redo) == 0:
             return low_res, iou
         if self._exact is None or self._exact[0] is not embedding:
