@@ -270,3 +270,17 @@ def test_the_fp32_openvino_encoder_is_built_on_first_use_only(loaded, tmp_path, 
         ref = loaded.model.encode(x)
         assert torch.allclose(encode(x), ref, atol=1e-4) and torch.allclose(encode(x), ref, atol=1e-4)
     assert built == [EngineChoice("openvino", "fp32")]
+
+
+@needs_openvino
+def test_auto_bf16_rechecks_and_bf16_asked_by_name_runs_as_asked(loaded, tmp_path, monkeypatch):
+    if "BF16" not in openvino_encoder.cpu_capabilities():
+        pytest.skip("this CPU has no BF16 instructions")
+    monkeypatch.setenv("MEDSAMKIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(engines, "_has_bf16", lambda: True)
+    monkeypatch.setattr(engines, "BF16_AGREES", frozenset({_weights_key(loaded.model.image_encoder)}))
+    monkeypatch.setattr(precision_probe, "bf16_pays", lambda loaded: True)
+    chosen = make_predictor(loaded, backend="auto", threads=2)
+    assert chosen.engine == EngineChoice("openvino", "bf16") and chosen.exact_encoder is not None
+    asked = make_predictor(loaded, backend="openvino", precision="bf16", threads=2)
+    assert asked.engine == EngineChoice("openvino", "bf16") and asked.exact_encoder is None

@@ -248,3 +248,14 @@ def test_fast_path_encodes_in_fp32_only_once_most_decodes_needed_it(tmp_path, mo
     embedding = predictor.embed(image)
     assert embedding.inputs is None and np.all(embedding.features == 1.0)  # the fp32 embedding
     assert np.all(predictor.predict_boxes(embedding, np.array([[10, 10, 150, 150]])) == 8.0)
+
+
+def test_fast_path_runs_a_bf16_asked_for_by_name_as_asked(tmp_path, monkeypatch):
+    monkeypatch.setattr(fast2d, "OpenVinoRunner", _FakeEncoder)
+    monkeypatch.setattr(fast2d, "ort_session", _fake_decoder)
+    record = fast2d.EngineRecord("litemedsam", "openvino", "bf16", str(tmp_path / "enc.onnx"), "onnx",
+                                 str(tmp_path / "dec.onnx"), 2, "0" * 64)
+    predictor = fast2d.FastPredictor(record, tmp_path, recheck=False)
+    embedding = predictor.embed(np.zeros((200, 300, 3), np.uint8))
+    assert embedding.inputs is None
+    assert np.all(predictor.predict_boxes(embedding, np.array([[10, 10, 150, 150]])) == np.float32(0.1))

@@ -45,6 +45,8 @@ def make_predictor(loaded: LoadedModel, encoder: Callable[[torch.Tensor], object
     else:
         predictor = Predictor(loaded.model, geometry, encoder)  # type: ignore[arg-type]
         predictor.box_decoder = decoder
-        predictor.exact_encoder = exact_encoder(choice, loaded, threads)
+        # auto's bf16 keeps the masks: those too close to call are decoded from fp32; a precision
+        # asked for by name is run as asked
+        predictor.exact_encoder = exact_encoder(choice, loaded, threads) if precision is None else None
     predictor.engine = choice
     return predictor

@@ -199,11 +199,13 @@ class FastPredictor:
     """LiteMedSAM on the recorded engines: encode images, decode boxes, numpy in and out.
 
     ``mode="throughput"`` (folders): an OpenVINO encoder takes several images at once
-    (:meth:`embed_async`), and ONNX Runtime's idle decoder threads sleep."""
+    (:meth:`embed_async`), and ONNX Runtime's idle decoder threads sleep. ``recheck``: with a bf16
+    encoder chosen by ``auto``, masks too close to call are decoded from fp32 (as the torch path)."""
 
     family = "sam"
 
-    def __init__(self, record: EngineRecord, cache: Path | None = None, mode: str = "latency") -> None:
+    def __init__(self, record: EngineRecord, cache: Path | None = None, mode: str = "latency",
+                 recheck: bool = True) -> None:
         from ..models.zoo import cache_dir
 
         openvino = (cache_dir() if cache is None else cache) / "openvino"
@@ -212,7 +214,7 @@ class FastPredictor:
         threads = record.threads
         self._blobs, self._exact_runner = blobs, None
         # bf16 embeddings: masks too close to call are decoded again from fp32 (as the torch path)
-        self.margin_check = MarginCheck() if record.encoder_precision == "bf16" else None
+        self.margin_check = MarginCheck() if recheck and record.encoder_precision == "bf16" else None
         self.fallback = FallbackTracker()
         if record.encoder_backend == "openvino":
             self.encoder: Any = OpenVinoRunner(Path(record.encoder_path), blobs, record.encoder_precision,
@@ -334,7 +336,7 @@ def fast_segmenter(request: EngineRequest, prompts: Sequence[BoxPrompt], modalit
     if record is None:
         return None
     try:
-        predictor = FastPredictor(record, cache, mode)
+        predictor = FastPredictor(record, cache, mode, recheck=request.precision is None)  # as make_predictor
     except Exception as exc:  # noqa: BLE001 - e.g. an engine uninstalled since: the torch path still works
         log.warning("the recorded engines did not start (%s); loading the model instead", exc)
         return None
