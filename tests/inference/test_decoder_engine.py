@@ -52,8 +52,29 @@ def test_engine_logits_equal_torch_for_any_number_of_boxes(loaded, tmp_path, bac
 
 
 @needs_engine
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_image_side_runs_once_per_embedding(loaded, tmp_path, backend):
+    dec = EngineDecoder(loaded.model, tmp_path, "tinyvit", backend, "fp32", threads=1)
+    split = dec._run
+    runs = []
+    image_side = split._image
+    split._image = lambda e: runs.append(float(e.mean())) or image_side(e)
+    first, second, third = (torch.randn(1, 256, 64, 64) for _ in range(3))
+    box = torch.tensor([[20.0, 30.0, 120.0, 150.0]])
+    with torch.inference_mode():
+        refs = [loaded.model.decode(e, boxes=box)[0] for e in (first, second, third)]
+    for emb, ref in [(first, refs[0]), (first, refs[0]), (second, refs[1]), (first, refs[0]), (third, refs[2]),
+                     (first, refs[0]), (second, refs[1])]:
+        logits, _ = dec(emb, box)
+        assert torch.allclose(logits, ref, atol=1e-3)  # never another embedding's kept image side
+    # first; kept; second; first kept; third (second, used less lately, dropped); first kept; second again
+    assert len(runs) == 4
+
+
+@needs_engine
 def test_the_export_is_made_once_per_weights(loaded, tmp_path, monkeypatch):
     first = decoder_engine.exported_decoder(loaded.model, tmp_path, "tinyvit")
+    assert decoder_engine.image_side_path(first).is_file()  # the two halves, side by side
     monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: pytest.fail("exported again"))
     assert decoder_engine.exported_decoder(loaded.model, tmp_path, "tinyvit") == first
     other = ARCHITECTURES["tinyvit"]().eval()  # other weights: another file

@@ -68,6 +68,7 @@ def _built(tmp_path: Path, backend: str = "openvino", precision: str = "bf16", f
     encoder, decoder = tmp_path / "enc.onnx", tmp_path / "dec.onnx"
     encoder.write_bytes(b"encoder")
     decoder.write_bytes(b"decoder")
+    (tmp_path / "dec.image.onnx").write_bytes(b"decoder, image side")
     weights = tmp_path / "weights.pth"
     weights.write_bytes(b"weights v1")
     geometry = LiteMedSAMGeometry() if family == "litemedsam" else MedSAMGeometry()
@@ -124,6 +125,10 @@ def test_changed_weights_or_a_missing_engine_file_void_the_record(tmp_path, monk
     loaded.weights_path.write_bytes(b"weights v2, fine-tuned longer")
     assert find_record(request, cache) is None
     remember_engines(request, loaded, predictor, cache=cache)
+    assert find_record(request, cache) is not None
+    (tmp_path / "dec.image.onnx").unlink()  # the decoder's image side alone gone
+    assert find_record(request, cache) is None
+    (tmp_path / "dec.image.onnx").write_bytes(b"decoder, image side")
     assert find_record(request, cache) is not None
     (tmp_path / "dec.onnx").unlink()
     assert find_record(request, cache) is None
@@ -197,23 +202,25 @@ class _FakeEncoder:
         return lambda: [np.full((1, 256, 64, 64), fill, np.float32)]
 
 
-def _fake_decoder(path, threads, spin=True, quiet=False):
-    """ONNX Runtime's stand-in: every logit is 8 on the ones (fp32) embedding; on the zeros (bf16)
+class _FakeDecoder:
+    """The box decoder's stand-in: every logit is 8 on the ones (fp32) embedding; on the zeros (bf16)
     one, box 0's are 0.1 (too close to call) and the others' 9 (sure), so each source is recognisable."""
-    def run(_names, feeds):
-        e, boxes = feeds["embedding"], feeds["boxes"]
+
+    def __init__(self, path, backend, threads, spin=True, blobs=None):
+        self.backend = backend
+
+    def __call__(self, e, boxes, key=None):
         out = np.full((len(boxes), 1, 256, 256), 8.0, np.float32)
         if e.mean() == 0:
             out[0], out[1:] = 0.1, 9.0
         return [out, np.zeros((len(boxes), 1), np.float32)]
-    return SimpleNamespace(run=run)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
 def test_fast_path_decodes_masks_too_close_to_call_from_fp32(tmp_path, monkeypatch, precision):
     _FakeEncoder.built = []
     monkeypatch.setattr(fast2d, "OpenVinoRunner", _FakeEncoder)
-    monkeypatch.setattr(fast2d, "ort_session", _fake_decoder)
+    monkeypatch.setattr(fast2d, "SplitDecoder", _FakeDecoder)
     record = fast2d.EngineRecord("litemedsam", "openvino", precision, str(tmp_path / "enc.onnx"), "onnx",
                                  str(tmp_path / "dec.onnx"), 2, "0" * 64)
     predictor = fast2d.FastPredictor(record, tmp_path)
@@ -237,7 +244,7 @@ def test_fast_path_decodes_masks_too_close_to_call_from_fp32(tmp_path, monkeypat
 def test_fast_path_encodes_in_fp32_only_once_most_decodes_needed_it(tmp_path, monkeypatch):
     _FakeEncoder.built = []
     monkeypatch.setattr(fast2d, "OpenVinoRunner", _FakeEncoder)
-    monkeypatch.setattr(fast2d, "ort_session", _fake_decoder)
+    monkeypatch.setattr(fast2d, "SplitDecoder", _FakeDecoder)
     record = fast2d.EngineRecord("litemedsam", "openvino", "bf16", str(tmp_path / "enc.onnx"), "onnx",
                                  str(tmp_path / "dec.onnx"), 2, "0" * 64)
     predictor = fast2d.FastPredictor(record, tmp_path)
@@ -252,7 +259,7 @@ def test_fast_path_encodes_in_fp32_only_once_most_decodes_needed_it(tmp_path, mo
 
 def test_fast_path_runs_a_bf16_asked_for_by_name_as_asked(tmp_path, monkeypatch):
     monkeypatch.setattr(fast2d, "OpenVinoRunner", _FakeEncoder)
-    monkeypatch.setattr(fast2d, "ort_session", _fake_decoder)
+    monkeypatch.setattr(fast2d, "SplitDecoder", _FakeDecoder)
     record = fast2d.EngineRecord("litemedsam", "openvino", "bf16", str(tmp_path / "enc.onnx"), "onnx",
                                  str(tmp_path / "dec.onnx"), 2, "0" * 64)
     predictor = fast2d.FastPredictor(record, tmp_path, recheck=False)

@@ -288,6 +288,24 @@ def test_logits_to_original_maps_the_box_back(family, shape):
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("family", FAMILIES)
+def test_the_numpy_upsampling_gives_the_torch_logits(family, shape):
+    """The engine path's numpy form (OpenCV for LiteMedSAM) of ``logits_to_original``."""
+    geometry = geometry_for(family)
+    frame = geometry.frame(shape)
+    # smooth logits with boundaries, as a decoder gives (noise alone has no meaningful sign field)
+    yy, xx = np.mgrid[:256, :256]
+    fields = [(40 - np.hypot(yy - 90, xx - 120)) / 8, (xx - 100) / 16.0, (yy - 150) / 10.0]
+    low = np.stack([np.stack(fields), -np.stack(fields)]).astype(np.float32)
+    low += np.random.default_rng(sum(shape)).normal(0, 0.05, low.shape).astype(np.float32)
+    ref = geometry.logits_to_original(torch.from_numpy(low), frame).numpy()
+    out = geometry.logits_to_original_numpy(low, frame)
+    assert out.shape == ref.shape == (2, 3, *shape) and out.dtype == np.float32
+    np.testing.assert_allclose(out, ref, atol=2e-5, rtol=0)
+    assert ((out > 0) != (ref > 0)).sum() <= 6  # only where a logit is within rounding of 0
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("family", FAMILIES)
 def test_mask_to_model_round_trip(family, shape):
     geometry = geometry_for(family)
     h, w = shape

@@ -28,7 +28,7 @@ from ..models.sam import Sam
 from ..models.transformer import Attention
 
 #: part of the exported file's name: a changed graph is exported anew, not read from an old cache
-GRAPH_VERSION = 2
+GRAPH_VERSION = 3
 
 
 def supports(model: Sam) -> bool:
@@ -69,70 +69,94 @@ def _token_to_image(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.
 
 
 def _image_to_token(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                    projected_q: torch.Tensor | None = None) -> torch.Tensor:
+                    projected_q: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``attn(q, k, v)`` for HW image positions (B or 1 of them) against B x N tokens without a
-    per-box HW x 128 projection (``projected_q``: ``attn.q_proj(q)`` when shared): -> (B, HW, C)."""
+    per-box HW x 128 projection (``projected_q``: ``attn.q_proj(q)`` when shared).
+
+    Returns the attention probabilities (B, HW, h*N) and the tokens' values through the output
+    projection (B, h*N, C): the output is ``probs @ values + attn.out_proj.bias``. The scores are
+    made in that (HW, heads, tokens) layout, so no HW-sized tensor is transposed."""
     h = attn.num_heads
     d = attn.internal_dim // h
     kh = _heads(attn.k_proj(k), h)  # (B, h, N, d)
     vh = _heads(attn.v_proj(v), h)  # (B, h, N, d)
     b, _, n, _ = kh.shape
-    if projected_q is not None:  # (1, HW, h*d), the same for every box
-        qh = _heads(projected_q, h)  # (1, h, HW, d)
-        scores = qh @ kh.transpose(-1, -2)  # (B, h, HW, N)
+    if projected_q is not None:  # (1, HW, h*d), the same for every box: block-diagonal keys (B, h*d, h*N)
+        eye = torch.eye(h, dtype=kh.dtype).reshape(1, h, 1, h, 1)
+        keys = (kh.transpose(-1, -2).unsqueeze(3) * eye).reshape(b, h * d, h * n)
+        scores = projected_q @ keys  # (B, HW, h*N)
     else:
         wq = attn.q_proj.weight.reshape(h, d, -1)  # (h, d, C)
         m = (wq.transpose(1, 2) @ kh.transpose(-1, -2))  # (B, h, C, N)
         c = m.shape[2]
         bias = (attn.q_proj.bias.reshape(h, 1, d) @ kh.transpose(-1, -2))  # (B, h, 1, N)
-        scores = (q @ m.transpose(1, 2).reshape(b, c, h * n)).reshape(b, -1, h, n).transpose(1, 2) + bias
-    probs = (scores * d ** -0.5).softmax(-1)  # (B, h, HW, N)
+        scores = q @ m.transpose(1, 2).reshape(b, c, h * n) + bias.reshape(b, 1, h * n)  # (B, HW, h*N)
+    hw = scores.shape[1]
+    probs = (scores.reshape(b, hw, h, n) * d ** -0.5).softmax(-1).reshape(b, hw, h * n)
     wo = attn.out_proj.weight.reshape(-1, h, d).permute(1, 2, 0)  # (h, d, C)
     vo = vh @ wo  # (B, h, N, C)
-    hw = probs.shape[2]
-    out = probs.transpose(1, 2).reshape(b, hw, h * n) @ vo.reshape(b, h * n, -1)  # (B, HW, C)
-    return out + attn.out_proj.bias
+    return probs, vo.reshape(b, h * n, -1)
 
 
-class BoxDecoderGraph(nn.Module):
-    """(1, C, h, w) embedding + (N, 4) model-input boxes -> (N, 1, 4h, 4w) logits, (N, 1) IoU."""
+class ImageSide(nn.Module):
+    """The part of the box decoder that does not depend on the box, computed once per image:
+    (1, C, h, w) embedding -> the image tokens with the dense prompt (1, HW, C), the first block's
+    token->image keys and values (1, heads, HW, d) and image->token queries (1, HW, heads*d)."""
 
     def __init__(self, model: Sam) -> None:
         super().__init__()
         self.prompt_encoder, self.mask_decoder = model.prompt_encoder, model.mask_decoder
 
-    def forward(self, embedding: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, embedding: torch.Tensor) -> tuple[torch.Tensor, ...]:
         pe, md = self.prompt_encoder, self.mask_decoder
         tf = md.transformer
-        first, *rest = tf.layers
+        first = tf.layers[0]
+        keys = (embedding + pe.no_mask_embed.weight.reshape(1, -1, 1, 1)).flatten(2).transpose(1, 2)  # (1, HW, C)
+        key_pe = pe.get_dense_pe().flatten(2).transpose(1, 2)
+        t2i, i2t = first.cross_attn_token_to_image, first.cross_attn_image_to_token
+        kp = _heads(t2i.k_proj(keys + key_pe), t2i.num_heads)
+        vp = _heads(t2i.v_proj(keys), t2i.num_heads)
+        shared_q = i2t.q_proj(keys + key_pe)
+        return keys, kp, vp, shared_q
+
+
+class BoxSide(nn.Module):
+    """The per-box part: :class:`ImageSide`'s outputs + (N, 4) model-input boxes -> (N, 1, 4h, 4w)
+    logits, (N, 1) IoU."""
+
+    def __init__(self, model: Sam) -> None:
+        super().__init__()
+        self.prompt_encoder, self.mask_decoder = model.prompt_encoder, model.mask_decoder
+
+    def forward(self, keys: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor, shared_q: torch.Tensor,
+                boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pe, md = self.prompt_encoder, self.mask_decoder
+        tf = md.transformer
+        first = tf.layers[0]
         corners = pe._embed_boxes(boxes)  # (B, 2, C)
         b = corners.shape[0]
         out_tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight], 0)
         tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), corners], 1)  # (B, N, C)
-        keys = (embedding + pe.no_mask_embed.weight.reshape(1, -1, 1, 1)).flatten(2).transpose(1, 2)  # (1, HW, C)
         key_pe = pe.get_dense_pe().flatten(2).transpose(1, 2)  # (1, HW, C)
 
-        # first block: its image side is the same for every box
         queries = first.norm1(first.self_attn(tokens, tokens, tokens))
         t2i = first.cross_attn_token_to_image
-        kp = _heads(t2i.k_proj(keys + key_pe), t2i.num_heads)  # (1, h, HW, d) once
-        vp = _heads(t2i.v_proj(keys), t2i.num_heads)
-        qh = _heads(t2i.q_proj(queries + tokens), t2i.num_heads)
-        attn = F.scaled_dot_product_attention(qh, kp.expand(b, -1, -1, -1), vp.expand(b, -1, -1, -1))
-        queries = first.norm2(queries + t2i.out_proj(attn.transpose(1, 2).reshape(b, tokens.shape[1], -1)))
+        n = tokens.shape[1]
+        qh = t2i.q_proj(queries + tokens).reshape(1, b * n, t2i.num_heads, -1).transpose(1, 2)  # (1, h, B*N, d)
+        attn = F.scaled_dot_product_attention(qh, kp, vp)  # every box's tokens against the shared keys
+        queries = first.norm2(queries + t2i.out_proj(attn.transpose(1, 2).reshape(b, n, -1)))
         queries = first.norm3(queries + first.mlp(queries))
-        i2t = first.cross_attn_image_to_token
-        shared_q = i2t.q_proj(keys + key_pe)  # (1, HW, h*d) once
-        keys = first.norm4(keys + _image_to_token(i2t, keys + key_pe, queries + tokens, queries, shared_q))
-
-        for layer in rest:  # per box, without HW-sized projections
-            q = queries + tokens
-            queries = layer.norm1(queries + layer.self_attn(q, q, queries))
-            queries = layer.norm2(queries + _token_to_image(layer.cross_attn_token_to_image, queries + tokens,
-                                                            keys + key_pe, keys))
-            queries = layer.norm3(queries + layer.mlp(queries))
-            keys = layer.norm4(keys + _image_to_token(layer.cross_attn_image_to_token, keys + key_pe,
-                                                      queries + tokens, queries))
+        for i, layer in enumerate(tf.layers):
+            with_pe = keys + key_pe
+            if i:  # the first block's self- and token->image attention are above (shared keys and values)
+                q = queries + tokens
+                queries = layer.norm1(queries + layer.self_attn(q, q, queries))
+                queries = layer.norm2(queries + _token_to_image(layer.cross_attn_token_to_image, queries + tokens,
+                                                                with_pe, keys))
+                queries = layer.norm3(queries + layer.mlp(queries))
+            i2t = layer.cross_attn_image_to_token
+            probs, values = _image_to_token(i2t, with_pe, queries + tokens, queries, None if i else shared_q)
+            keys = layer.norm4(keys + probs @ values + i2t.out_proj.bias)
         queries = tf.norm_final_attn(queries + _token_to_image(tf.final_attn_token_to_image, queries + tokens,
                                                                keys + key_pe, keys))
 
@@ -140,6 +164,18 @@ class BoxDecoderGraph(nn.Module):
         masks = _upscaled_mask(md.output_upscaling, keys, hyper, pe.image_embedding_size)
         iou = md.iou_prediction_head(queries[:, 0])[:, :1]
         return masks, iou
+
+
+class BoxDecoderGraph(nn.Module):
+    """(1, C, h, w) embedding + (N, 4) model-input boxes -> (N, 1, 4h, 4w) logits, (N, 1) IoU:
+    :class:`ImageSide` then :class:`BoxSide` (the engine exports and runs the two apart)."""
+
+    def __init__(self, model: Sam) -> None:
+        super().__init__()
+        self.image_side, self.box_side = ImageSide(model), BoxSide(model)
+
+    def forward(self, embedding: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.box_side(*self.image_side(embedding), boxes)
 
 
 def _per_pixel(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:

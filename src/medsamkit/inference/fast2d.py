@@ -32,13 +32,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import cv2
 import numpy as np
 
 from .. import __version__
 from ..errors import InputError
-from ..preprocessing.frames import Frame, litemedsam_boxes, litemedsam_resize, minmax01, padded_chw
-from .engine_runtime import OpenVinoRunner, cpu_tag, ort_session
+from ..preprocessing.frames import (Frame, litemedsam_boxes, litemedsam_logits_to_original, litemedsam_resize, minmax01,
+                                   padded_chw)
+from .engine_runtime import OpenVinoRunner, SplitDecoder, cpu_tag, image_side_path, ort_session
 from .margin_check import FallbackTracker, MarginCheck
 from .prompts import BoxPrompt
 from .segment2d_io import (RgbReader, check_rgb_image, label_map_from_logits, output_labels, validate_boxes,
@@ -47,7 +47,7 @@ from .segment2d_io import (RgbReader, check_rgb_image, label_map_from_logits, ou
 log = logging.getLogger(__name__)
 
 #: bump when what a record means changes (the files it names, how they are run)
-RECORD_VERSION = 3
+RECORD_VERSION = 4
 _OFF = {"0", "false", "no", "off"}
 
 
@@ -177,7 +177,8 @@ def find_record(request: EngineRequest, cache: Path | None = None) -> EngineReco
     except (OSError, ValueError, TypeError) as exc:
         log.debug("ignoring the engine record %s: %s", path, exc)
         return None
-    if not (Path(record.encoder_path).is_file() and Path(record.decoder_path).is_file()):
+    files = (Path(record.encoder_path), Path(record.decoder_path), image_side_path(Path(record.decoder_path)))
+    if not all(f.is_file() for f in files):
         return None
     from ..models.zoo import sha256_file
 
@@ -223,12 +224,8 @@ class FastPredictor:
         else:
             self.encoder = ort_session(Path(record.encoder_path), threads, quiet=True)
             self._encode = self._ort_encode
-        if record.decoder_backend == "openvino":
-            self._decode: Callable[..., list[np.ndarray]] = OpenVinoRunner(
-                Path(record.decoder_path), blobs, "fp32", threads)
-        else:
-            session = ort_session(Path(record.decoder_path), threads, spin=mode == "latency")
-            self._decode = lambda e, b: session.run(None, {"embedding": e, "boxes": b})
+        self._decode = SplitDecoder(Path(record.decoder_path), record.decoder_backend, threads,
+                                    spin=mode == "latency", blobs=blobs)
         log.info("cached engines, no torch: image encoder %s %s (%s), box decoder %s (%s), %d threads",
                  record.encoder_backend, record.encoder_precision, Path(record.encoder_path).name,
                  record.decoder_backend, Path(record.decoder_path).name, threads)
@@ -255,7 +252,8 @@ class FastPredictor:
         """(N, 4) original-pixel boxes (validated) -> (N, H, W) float32 logits at the original size."""
         frame = embedding.frame
         model_boxes = litemedsam_boxes(np.asarray(boxes, np.float64).reshape(-1, 4), frame)
-        low_res = self._decode(np.ascontiguousarray(embedding.features, np.float32), model_boxes)[0]
+        low_res = self._decode(np.ascontiguousarray(embedding.features, np.float32), model_boxes,
+                               key=embedding.features)[0]
         if self.margin_check is not None and embedding.inputs is not None:
             redo = self.margin_check.uncertain(low_res[:, 0], frame)
             self.fallback.record(bool(redo.any()))
@@ -281,14 +279,8 @@ def model_input(image: np.ndarray, input_size: int = 256) -> tuple[np.ndarray, F
     return padded_chw(minmax01(resized), input_size), frame
 
 
-def logits_to_original(low_res: np.ndarray, frame: Frame) -> np.ndarray:
-    """(N, S, S) logits in the model-input frame -> (N, H, W): crop the padding, bilinear
-    (half-pixel centres, as torch's ``interpolate(..., align_corners=False)``) to the original size."""
-    (h, w), (nh, nw) = frame.original_size, frame.resized_size
-    if low_res.shape[-1] != frame.input_size:
-        raise ValueError(f"decoder logits of side {low_res.shape[-1]}, expected {frame.input_size}")
-    return np.stack([cv2.resize(np.ascontiguousarray(m[:nh, :nw]), (w, h), interpolation=cv2.INTER_LINEAR)
-                     for m in low_res]) if len(low_res) else np.zeros((0, h, w), np.float32)
+#: (N, S, S) model-frame logits -> (N, H, W) at the original size (numpy)
+logits_to_original = litemedsam_logits_to_original
 
 
 @dataclass

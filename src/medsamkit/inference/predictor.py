@@ -181,7 +181,11 @@ class Predictor:
         low_res, iou = self._decode(self.embedding.features, *prompts)
         if self.exact_encoder is not None and self.embedding.inputs is not None:
             low_res, iou = self._recheck(low_res, iou, prompts)
-        logits = self.geometry.logits_to_original(low_res.float(), frame).cpu().numpy()
+        if self.device.type == "cpu" and self._engine_decoded(*prompts):
+            # no torch op here: torch's idle threads would spin against the engine's on the next call
+            logits = self.geometry.logits_to_original_numpy(low_res.float().numpy(), frame)
+        else:
+            logits = self.geometry.logits_to_original(low_res.float(), frame).cpu().numpy()
         return Prediction(
             masks=logits > 0,
             logits=logits,
@@ -189,10 +193,15 @@ class Predictor:
             low_res_logits=low_res.cpu(),
         )
 
+    def _engine_decoded(self, box_t: torch.Tensor | None, point_t: tuple | None, masks_t: torch.Tensor | None,
+                        multimask_output: bool) -> bool:
+        """True when these prompts go to the box decoder engine (plain boxes, one mask each)."""
+        return self.box_decoder is not None and point_t is None and masks_t is None and box_t is not None \
+            and not multimask_output
+
     def _decode(self, features: torch.Tensor, box_t: torch.Tensor | None, point_t: tuple | None,
                 masks_t: torch.Tensor | None, multimask_output: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.box_decoder is not None and point_t is None and masks_t is None and box_t is not None \
-                and not multimask_output and features.shape[0] == 1:
+        if self._engine_decoded(box_t, point_t, masks_t, multimask_output) and features.shape[0] == 1:
             low_res, iou = self.box_decoder(features, box_t)
             return low_res.to(self.device), iou.to(self.device)
         return self.model.decode(features, boxes=box_t, points=point_t, masks=masks_t,

@@ -72,3 +72,14 @@ def litemedsam_boxes(boxes: np.ndarray, frame: Frame) -> np.ndarray:
     ``int(v * 256 / max(H, W))``, a truncation."""
     ratio = frame.input_size / max(frame.original_size)
     return np.trunc(np.asarray(boxes, dtype=np.float64) * ratio).astype(np.float32)
+
+
+def litemedsam_logits_to_original(low_res: np.ndarray, frame: Frame) -> np.ndarray:
+    """(N, S, S) logits in the model-input frame -> (N, H, W): crop the padding, bilinear
+    (half-pixel centres, as torch's ``interpolate(..., align_corners=False)``) to the original size.
+    numpy and OpenCV only: no torch threads woken (they would spin against an engine's)."""
+    (h, w), (nh, nw) = frame.original_size, frame.resized_size
+    if low_res.shape[-1] != frame.input_size:
+        raise ValueError(f"decoder logits of side {low_res.shape[-1]}, expected {frame.input_size}")
+    return np.stack([cv2.resize(np.ascontiguousarray(m[:nh, :nw]), (w, h), interpolation=cv2.INTER_LINEAR)
+                     for m in low_res]) if len(low_res) else np.zeros((0, h, w), np.float32)

@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .frames import Frame, litemedsam_boxes, litemedsam_frame, litemedsam_resize, longest_side_size, padded_chw
+from .frames import (Frame, litemedsam_boxes, litemedsam_frame, litemedsam_logits_to_original, litemedsam_resize,
+                     longest_side_size, padded_chw)
 from .frames import minmax01 as _minmax01
 
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -130,6 +131,11 @@ class ModelGeometry:
         """(N, K, s, s) decoder logits -> (N, K, H, W) logits at the original size."""
         raise NotImplementedError
 
+    def logits_to_original_numpy(self, low_res_logits: np.ndarray, frame: Frame) -> np.ndarray:
+        """:meth:`logits_to_original` for numpy logits from an engine (the same values to float
+        rounding); a family with a numpy form does it without torch."""
+        return self.logits_to_original(torch.from_numpy(low_res_logits), frame).numpy()
+
 
 class LiteMedSAMGeometry(ModelGeometry):
     family = "litemedsam"
@@ -193,6 +199,13 @@ class LiteMedSAMGeometry(ModelGeometry):
             )
         cropped = low_res_logits[..., :nh, :nw]
         return F.interpolate(cropped, frame.original_size, mode="bilinear", align_corners=False)
+
+    def logits_to_original_numpy(self, low_res_logits: np.ndarray, frame: Frame) -> np.ndarray:
+        if low_res_logits.shape[-1] != self.input_size:
+            return super().logits_to_original_numpy(low_res_logits, frame)
+        n, k, s, _ = low_res_logits.shape
+        out = litemedsam_logits_to_original(low_res_logits.reshape(n * k, s, s), frame)
+        return out.reshape(n, k, *out.shape[1:])
 
 
 class MedSAMGeometry(ModelGeometry):
