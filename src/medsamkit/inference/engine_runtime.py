@@ -163,7 +163,9 @@ class SplitDecoder:
     def __init__(self, path: Path, backend: str, threads: int, spin: bool = True, blobs: Path | None = None) -> None:
         image_path = image_side_path(path)
         if backend == "onnx":
-            image, boxes = ort_session(image_path, threads, spin), ort_session(path, threads, spin)
+            # the image side's threads never spin: spinning after its run, they took the cores from
+            # the box side's next two calls (30-38 ms instead of 17, measured)
+            image, boxes = ort_session(image_path, threads, spin=False), ort_session(path, threads, spin)
             self._image = lambda e: image.run(None, {"embedding": e})
             self._boxes = lambda shared, b: boxes.run(None, dict(zip(BOX_SIDE_INPUTS, (*shared, b))))
         elif backend == "openvino":
