@@ -31,7 +31,8 @@ def test_encoder_modes(tmp_path, data, mode):
     torch.manual_seed(0)
     model = tiny_sam().eval()  # as load_model returns it: fit must switch the trained parts to train mode
     decoder_modes: list[bool] = []
-    model.mask_decoder.register_forward_hook(lambda m, args, out: decoder_modes.append(m.training))
+    # a decoder part that every decoding path calls as a module (the box step runs the rearranged graph)
+    model.mask_decoder.iou_prediction_head.register_forward_hook(lambda m, args, out: decoder_modes.append(m.training))
     before, result = _fit(tmp_path, data, Boxed(model), model, "--model.mode", mode, "--model.lora.rank", "4")
     trained = Boxed(model)  # LoRA adapters still in place: the model as it was trained
     assert any(decoder_modes) and not all(decoder_modes)  # train steps in train mode, validation in eval

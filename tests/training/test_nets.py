@@ -80,6 +80,35 @@ def test_baseline_net():
     assert logits.shape == (2, 1, 64, 64) and iou is None and net.is_trained_key("anything")
 
 
+def test_the_box_step_runs_the_rearranged_decoder_with_the_decoder_gradients():
+    from medsamkit.inference.box_decoder_graph import BoxDecoderGraph
+
+    torch.manual_seed(0)
+    net = SamNet(tiny_sam(), "decoder").train()
+    with torch.no_grad():  # non-zero biases, so the reassociated bias terms count
+        for name, p in net.model.mask_decoder.named_parameters():
+            if name.endswith("bias"):
+                p.uniform_(-0.5, 0.5)
+    batch = _batch()
+    with torch.no_grad():
+        batch["embedding"] = net.model.encode(batch.pop("image"))  # as the cached embeddings come
+    target = (torch.rand(3, 1, 64, 64) > 0.5).float()
+    runs = []
+    for decode in (net, lambda b: net.model.decode(b["embedding"], boxes=b["box"])):
+        net.zero_grad(set_to_none=True)
+        logits, iou = decode(batch)
+        (torch.nn.functional.binary_cross_entropy_with_logits(logits, target) + iou.square().mean()).backward()
+        runs.append((logits.detach(), iou.detach(), {n: p.grad for n, p in net.named_parameters() if p.requires_grad}))
+    assert isinstance(net.__dict__["_box_decode"], BoxDecoderGraph)
+    (logits, iou, grads), (ref_logits, ref_iou, ref_grads) = runs
+    assert torch.allclose(logits, ref_logits, atol=1e-4) and torch.allclose(iou, ref_iou, atol=1e-5)
+    assert grads.keys() == ref_grads.keys()
+    assert all(g is not None for g in grads.values())  # every parameter takes part, as in decode (DDP)
+    for name, ref in ref_grads.items():
+        assert torch.allclose(grads[name], ref, atol=1e-5, rtol=1e-3), name
+    assert sum(g.abs().sum() for g in grads.values()) > 0
+
+
 def test_compiled_decoder_step_matches_eager_and_keeps_the_model_layout():
     import copy
     import shutil
@@ -96,13 +125,13 @@ def test_compiled_decoder_step_matches_eager_and_keeps_the_model_layout():
         (logits.sigmoid().mean() + iou.mean()).backward()
         grads = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
         outs.append((logits.detach(), iou.detach(), grads))
-    assert "_compiled_decode" in compiled.__dict__  # the compiled path ran
+    assert "_box_decode" in compiled.__dict__  # the compiled path ran
     assert torch.allclose(outs[0][0], outs[1][0], atol=1e-4) and torch.allclose(outs[0][1], outs[1][1], atol=1e-4)
     assert outs[0][2].keys() == outs[1][2].keys() and outs[0][2]  # the same parameters train
     assert all(torch.allclose(outs[0][2][k], outs[1][2][k], atol=1e-4, rtol=1e-3) for k in outs[0][2])
     assert compiled.state_dict().keys() == eager.state_dict().keys()  # official keys, no _orig_mod
     clone = copy.deepcopy(compiled)  # checkpoints/DDP copy the net: the compiled function is remade
-    assert "_compiled_decode" not in clone.__dict__ and clone.compile
+    assert "_box_decode" not in clone.__dict__ and clone.compile
 
 
 def test_compile_works_under_an_ascii_locale():

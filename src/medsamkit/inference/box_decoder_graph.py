@@ -51,16 +51,21 @@ def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.reshape(*lead, n, heads, c // heads).transpose(-3, -2)
 
 
-def _token_to_image(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def _token_to_image(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    key_bias: bool = False) -> torch.Tensor:
     """``attn(q, k, v)`` for B x N tokens against B (or 1) x HW image positions, without projecting
-    the HW keys and values: (B, N, C) -> (B, N, C)."""
+    the HW keys and values: (B, N, C) -> (B, N, C). ``key_bias``: add the key bias's term too (the
+    softmax removes it; training adds it so that every parameter takes part)."""
     h = attn.num_heads
     d = attn.internal_dim // h
     qh = _heads(attn.q_proj(q), h)  # (B, h, N, d)
     wk = attn.k_proj.weight.reshape(h, d, -1)  # (h, d, C)
     qk = qh @ wk  # (B, h, N, C)
     b, _, n, c = qk.shape
-    scores = (qk.reshape(b, h * n, c) @ k.transpose(1, 2)) * d ** -0.5  # (B, h*N, HW)
+    scores = qk.reshape(b, h * n, c) @ k.transpose(1, 2)  # (B, h*N, HW)
+    if key_bias:
+        scores = scores + (qh @ attn.k_proj.bias.reshape(h, d, 1)).reshape(b, h * n, 1)
+    scores = scores * d ** -0.5
     probs = scores.softmax(-1)
     mixed = (probs @ v).reshape(b, h, n, c)  # (B, h, N, C): the attention-weighted image rows
     wv = attn.v_proj.weight.reshape(h, d, c)
@@ -121,12 +126,17 @@ class ImageSide(nn.Module):
 
 
 class BoxSide(nn.Module):
-    """The per-box part: :class:`ImageSide`'s outputs + (N, 4) model-input boxes -> (N, 1, 4h, 4w)
-    logits, (N, 1) IoU."""
+    """The per-box part: :class:`ImageSide`'s outputs (of one image, or of one image per box) + (N, 4)
+    model-input boxes -> (N, 1, 4h, 4w) logits, (N, 1) IoU.
 
-    def __init__(self, model: Sam) -> None:
+    ``every_parameter`` (training): every decoder parameter takes part, as in ``Sam.decode`` (the
+    key biases' terms, all the mask tokens' hypernetworks), so DDP and optimisers see the same
+    parameters with gradients; the outputs are the same."""
+
+    def __init__(self, model: Sam, every_parameter: bool = False) -> None:
         super().__init__()
         self.prompt_encoder, self.mask_decoder = model.prompt_encoder, model.mask_decoder
+        self.every_parameter = every_parameter
 
     def forward(self, keys: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor, shared_q: torch.Tensor,
                 boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,8 +152,11 @@ class BoxSide(nn.Module):
         queries = first.norm1(first.self_attn(tokens, tokens, tokens))
         t2i = first.cross_attn_token_to_image
         n = tokens.shape[1]
-        qh = t2i.q_proj(queries + tokens).reshape(1, b * n, t2i.num_heads, -1).transpose(1, 2)  # (1, h, B*N, d)
-        attn = F.scaled_dot_product_attention(qh, kp, vp)  # every box's tokens against the shared keys
+        if kp.shape[0] == 1:  # one image: every box's tokens against its keys in one attention
+            qh = t2i.q_proj(queries + tokens).reshape(1, b * n, t2i.num_heads, -1).transpose(1, 2)  # (1, h, B*N, d)
+        else:  # one image per box (training on cached embeddings)
+            qh = _heads(t2i.q_proj(queries + tokens), t2i.num_heads)  # (B, h, N, d)
+        attn = F.scaled_dot_product_attention(qh, kp, vp)
         queries = first.norm2(queries + t2i.out_proj(attn.transpose(1, 2).reshape(b, n, -1)))
         queries = first.norm3(queries + first.mlp(queries))
         for i, layer in enumerate(tf.layers):
@@ -152,27 +165,29 @@ class BoxSide(nn.Module):
                 q = queries + tokens
                 queries = layer.norm1(queries + layer.self_attn(q, q, queries))
                 queries = layer.norm2(queries + _token_to_image(layer.cross_attn_token_to_image, queries + tokens,
-                                                                with_pe, keys))
+                                                                with_pe, keys, self.every_parameter))
                 queries = layer.norm3(queries + layer.mlp(queries))
             i2t = layer.cross_attn_image_to_token
             probs, values = _image_to_token(i2t, with_pe, queries + tokens, queries, None if i else shared_q)
             keys = layer.norm4(keys + probs @ values + i2t.out_proj.bias)
         queries = tf.norm_final_attn(queries + _token_to_image(tf.final_attn_token_to_image, queries + tokens,
-                                                               keys + key_pe, keys))
+                                                               keys + key_pe, keys, self.every_parameter))
 
-        hyper = md.output_hypernetworks_mlps[0](queries[:, 1])  # the single-mask output's token
+        mlps = md.output_hypernetworks_mlps if self.every_parameter else md.output_hypernetworks_mlps[:1]
+        hyper = torch.stack([mlp(queries[:, 1 + i]) for i, mlp in enumerate(mlps)], 2)  # (B, C/8, 1 or K)
         masks = _upscaled_mask(md.output_upscaling, keys, hyper, pe.image_embedding_size)
         iou = md.iou_prediction_head(queries[:, 0])[:, :1]
         return masks, iou
 
 
 class BoxDecoderGraph(nn.Module):
-    """(1, C, h, w) embedding + (N, 4) model-input boxes -> (N, 1, 4h, 4w) logits, (N, 1) IoU:
-    :class:`ImageSide` then :class:`BoxSide` (the engine exports and runs the two apart)."""
+    """(1 or N, C, h, w) embeddings + (N, 4) model-input boxes -> (N, 1, 4h, 4w) logits, (N, 1) IoU:
+    :class:`ImageSide` then :class:`BoxSide` (the engine exports and runs the two apart; decoder
+    training on cached embeddings runs it whole, with gradients and ``every_parameter``)."""
 
-    def __init__(self, model: Sam) -> None:
+    def __init__(self, model: Sam, every_parameter: bool = False) -> None:
         super().__init__()
-        self.image_side, self.box_side = ImageSide(model), BoxSide(model)
+        self.image_side, self.box_side = ImageSide(model), BoxSide(model, every_parameter)
 
     def forward(self, embedding: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.box_side(*self.image_side(embedding), boxes)
@@ -187,7 +202,8 @@ def _per_pixel(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _upscaled_mask(upscaling: nn.Sequential, keys: torch.Tensor, hyper: torch.Tensor,
                    size: tuple[int, int]) -> torch.Tensor:
-    """``hyper . upscaling(keys as an image)`` -> (B, 1, 4h, 4w), channels last: each transposed
+    """``hyper[..., 0] . upscaling(keys as an image)`` -> (B, 1, 4h, 4w) (hyper: (B, C/8, K), the
+    first the single-mask output's), channels last: each transposed
     convolution (kernel 2, stride 2) is a matrix product per pixel, the layer norm and GELUs act
     per pixel, and the sub-pixels are put in place once, on the single-channel mask."""
     conv1, norm, act1, conv2, act2 = upscaling
@@ -198,5 +214,5 @@ def _upscaled_mask(upscaling: nn.Sequential, keys: torch.Tensor, hyper: torch.Te
     x = act1(F.layer_norm(x, (conv1.out_channels,), norm.weight, norm.bias, norm.eps))
     w2, b2 = _per_pixel(conv2)
     x = act2((x @ w2 + b2).reshape(b, h * w * 16, -1))  # (B, HW * 16, C/8)
-    m = (x @ hyper.unsqueeze(2)).reshape(b, h, w, 2, 2, 2, 2)  # (B, i, j, dy1, dx1, dy2, dx2)
+    m = (x @ hyper)[..., :1].reshape(b, h, w, 2, 2, 2, 2)  # the single-mask output (B, i, j, dy1, dx1, dy2, dx2)
     return m.permute(0, 1, 3, 5, 2, 4, 6).reshape(b, 1, 4 * h, 4 * w)
