@@ -99,7 +99,7 @@ def test_the_box_step_runs_the_rearranged_decoder_with_the_decoder_gradients():
         logits, iou = decode(batch)
         (torch.nn.functional.binary_cross_entropy_with_logits(logits, target) + iou.square().mean()).backward()
         runs.append((logits.detach(), iou.detach(), {n: p.grad for n, p in net.named_parameters() if p.requires_grad}))
-    assert isinstance(net.__dict__["_box_decode"], BoxDecoderGraph)
+    assert isinstance(net.__dict__["_box_decode"][1], BoxDecoderGraph)
     (logits, iou, grads), (ref_logits, ref_iou, ref_grads) = runs
     assert torch.allclose(logits, ref_logits, atol=1e-4) and torch.allclose(iou, ref_iou, atol=1e-5)
     assert grads.keys() == ref_grads.keys()
@@ -107,6 +107,13 @@ def test_the_box_step_runs_the_rearranged_decoder_with_the_decoder_gradients():
     for name, ref in ref_grads.items():
         assert torch.allclose(grads[name], ref, atol=1e-5, rtol=1e-3), name
     assert sum(g.abs().sum() for g in grads.values()) > 0
+
+    class Wrapped(torch.nn.Linear):  # e.g. an unmerged LoRA layer: reading its weight would miss its delta
+        pass
+
+    attn = net.model.mask_decoder.transformer.layers[0].cross_attn_token_to_image
+    attn.k_proj = Wrapped(attn.k_proj.in_features, attn.k_proj.out_features)
+    assert net._box_decoder() == net.model.decode  # wrapped after the first step: the plain decode again
 
 
 def test_compiled_decoder_step_matches_eager_and_keeps_the_model_layout():

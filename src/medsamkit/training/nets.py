@@ -119,20 +119,22 @@ class SamNet(nn.Module):
 
     def _box_decoder(self):
         """The box-prompted decoder: ``model.decode`` rearranged (:class:`~medsamkit.inference.
-        box_decoder_graph.BoxDecoderGraph`: the same logits, IoU and gradients, 1.5x faster per
+        box_decoder_graph.BoxDecoderGraph`: the same logits, IoU and gradients, 1.4-1.5x faster per
         training step, docs/benchmarks.md) when the decoder is the plain SAM one, else
-        ``model.decode``; with ``compile`` its ``torch.compile``d version. Made on first use and
-        kept outside the module's attributes, so state_dict keys, copies and exports are the
-        model's own."""
-        decoder = self.__dict__.get("_box_decode")
-        if decoder is None:
-            from ..inference.box_decoder_graph import BoxDecoderGraph, supports
+        ``model.decode``; with ``compile`` its ``torch.compile``d version. Made on first use (again
+        if the model's prompt encoder or decoder, or what :func:`supports` says, changes) and kept outside the module's
+        attributes, so state_dict keys, copies and exports are the model's own."""
+        from ..inference.box_decoder_graph import BoxDecoderGraph, supports
 
-            decoder = BoxDecoderGraph(self.model, every_parameter=True) if supports(self.model) else self.model.decode
-            if self.compile:
-                _import_inductor()
-                decoder = torch.compile(decoder, dynamic=False)
-            self.__dict__["_box_decode"] = decoder
+        parts = (self.model.prompt_encoder, self.model.mask_decoder, supports(self.model))
+        kept = self.__dict__.get("_box_decode")
+        if kept is not None and kept[0] == parts:
+            return kept[1]
+        decoder = BoxDecoderGraph(self.model, every_parameter=True) if parts[2] else self.model.decode
+        if self.compile:
+            _import_inductor()
+            decoder = torch.compile(decoder, dynamic=False)
+        self.__dict__["_box_decode"] = (parts, decoder)
         return decoder
 
     def __getstate__(self) -> dict:  # pickling/deepcopy (DDP spawn): the decoder is remade on the copy
