@@ -73,7 +73,7 @@ def _token_to_image(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.
     return attn.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
 
 
-def _image_to_token(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+def _image_to_token(attn: Attention, q: torch.Tensor | None, k: torch.Tensor, v: torch.Tensor,
                     projected_q: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``attn(q, k, v)`` for HW image positions (B or 1 of them) against B x N tokens without a
     per-box HW x 128 projection (``projected_q``: ``attn.q_proj(q)`` when shared).
@@ -91,6 +91,7 @@ def _image_to_token(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.
         keys = (kh.transpose(-1, -2).unsqueeze(3) * eye).reshape(b, h * d, h * n)
         scores = projected_q @ keys  # (B, HW, h*N)
     else:
+        assert q is not None, "the image positions' queries, or projected_q"
         wq = attn.q_proj.weight.reshape(h, d, -1)  # (h, d, C)
         m = (wq.transpose(1, 2) @ kh.transpose(-1, -2))  # (B, h, C, N)
         c = m.shape[2]
@@ -160,7 +161,7 @@ class BoxSide(nn.Module):
         queries = first.norm2(queries + t2i.out_proj(attn.transpose(1, 2).reshape(b, n, -1)))
         queries = first.norm3(queries + first.mlp(queries))
         for i, layer in enumerate(tf.layers):
-            with_pe = keys + key_pe
+            with_pe = keys + key_pe if i else None  # the first block's image->token queries are shared_q
             if i:  # the first block's self- and token->image attention are above (shared keys and values)
                 q = queries + tokens
                 queries = layer.norm1(queries + layer.self_attn(q, q, queries))
