@@ -104,6 +104,18 @@ def _image_to_token(attn: Attention, q: torch.Tensor | None, k: torch.Tensor, v:
     return probs, vo.reshape(b, h * n, -1)
 
 
+def _shared_token_to_image(attn: Attention, q: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor) -> torch.Tensor:
+    """``attn(q, k, v)`` for B x N tokens against keys and values already projected (``kp``, ``vp``:
+    (1 or B, heads, HW, d)); with one image, every box's tokens attend in one call, with no expand."""
+    b, n, _ = q.shape
+    if kp.shape[0] == 1:
+        qh = attn.q_proj(q).reshape(1, b * n, attn.num_heads, -1).transpose(1, 2)  # (1, h, B*N, d)
+    else:
+        qh = _heads(attn.q_proj(q), attn.num_heads)  # (B, h, N, d)
+    out = F.scaled_dot_product_attention(qh, kp, vp)
+    return attn.out_proj(out.transpose(1, 2).reshape(b, n, -1))
+
+
 class ImageSide(nn.Module):
     """The part of the box decoder that does not depend on the box, computed once per image:
     (1, C, h, w) embedding -> the image tokens with the dense prompt (1, HW, C), the first block's
@@ -113,11 +125,16 @@ class ImageSide(nn.Module):
         super().__init__()
         self.prompt_encoder, self.mask_decoder = model.prompt_encoder, model.mask_decoder
 
+    def keys(self, embedding: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) embedding -> (B, HW, C) image tokens with the dense (no-mask) prompt."""
+        no_mask = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        return (embedding + no_mask).flatten(2).transpose(1, 2)
+
     def forward(self, embedding: torch.Tensor) -> tuple[torch.Tensor, ...]:
         pe, md = self.prompt_encoder, self.mask_decoder
         tf = md.transformer
         first = tf.layers[0]
-        keys = (embedding + pe.no_mask_embed.weight.reshape(1, -1, 1, 1)).flatten(2).transpose(1, 2)  # (1, HW, C)
+        keys = self.keys(embedding)
         key_pe = pe.get_dense_pe().flatten(2).transpose(1, 2)
         t2i, i2t = first.cross_attn_token_to_image, first.cross_attn_image_to_token
         kp = _heads(t2i.k_proj(keys + key_pe), t2i.num_heads)
@@ -139,8 +156,10 @@ class BoxSide(nn.Module):
         self.prompt_encoder, self.mask_decoder = model.prompt_encoder, model.mask_decoder
         self.every_parameter = every_parameter
 
-    def forward(self, keys: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor, shared_q: torch.Tensor,
-                boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, keys: torch.Tensor, kp: torch.Tensor | None, vp: torch.Tensor | None,
+                shared_q: torch.Tensor | None, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``kp``, ``vp`` and ``shared_q`` None: the first block is reassociated too (one embedding
+        per box, as in training: the projections would be made per box, so none is made)."""
         pe, md = self.prompt_encoder, self.mask_decoder
         tf = md.transformer
         first = tf.layers[0]
@@ -151,18 +170,17 @@ class BoxSide(nn.Module):
         key_pe = pe.get_dense_pe().flatten(2).transpose(1, 2)  # (1, HW, C)
 
         queries = first.norm1(first.self_attn(tokens, tokens, tokens))
-        t2i = first.cross_attn_token_to_image
-        n = tokens.shape[1]
-        if kp.shape[0] == 1:  # one image: every box's tokens against its keys in one attention
-            qh = t2i.q_proj(queries + tokens).reshape(1, b * n, t2i.num_heads, -1).transpose(1, 2)  # (1, h, B*N, d)
-        else:  # one image per box (training on cached embeddings)
-            qh = _heads(t2i.q_proj(queries + tokens), t2i.num_heads)  # (B, h, N, d)
-        attn = F.scaled_dot_product_attention(qh, kp, vp)
-        queries = first.norm2(queries + t2i.out_proj(attn.transpose(1, 2).reshape(b, n, -1)))
+        if kp is None or vp is None:
+            queries = first.norm2(queries + _token_to_image(first.cross_attn_token_to_image, queries + tokens,
+                                                            keys + key_pe, keys, self.every_parameter))
+        else:
+            queries = first.norm2(queries + _shared_token_to_image(first.cross_attn_token_to_image,
+                                                                   queries + tokens, kp, vp))
         queries = first.norm3(queries + first.mlp(queries))
         for i, layer in enumerate(tf.layers):
-            with_pe = keys + key_pe if i else None  # the first block's image->token queries are shared_q
-            if i:  # the first block's self- and token->image attention are above (shared keys and values)
+            # the first block's image->token queries are shared_q when given
+            with_pe = keys + key_pe if i or shared_q is None else None
+            if i:  # the first block's self- and token->image attention are above
                 q = queries + tokens
                 queries = layer.norm1(queries + layer.self_attn(q, q, queries))
                 queries = layer.norm2(queries + _token_to_image(layer.cross_attn_token_to_image, queries + tokens,
@@ -191,7 +209,11 @@ class BoxDecoderGraph(nn.Module):
         self.image_side, self.box_side = ImageSide(model), BoxSide(model, every_parameter)
 
     def forward(self, embedding: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.box_side(*self.image_side(embedding), boxes)
+        if embedding.shape[0] == 1:  # one image for every box: its projections are shared
+            return self.box_side(*self.image_side(embedding), boxes)
+        # one embedding per box (training): projecting each one's 4096 positions costs more than
+        # the reassociated attention (about 4% of a bf16 training step, docs/benchmarks.md)
+        return self.box_side(self.image_side.keys(embedding), None, None, None, boxes)
 
 
 def _per_pixel(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:

@@ -186,6 +186,10 @@ class TrainerConfig:
         ``decoder-lora``, ``encoder-decoder`` ... without clicks or automatic mode). It needs a C++
         compiler on the CPU; the first step of each batch size compiles (tens of seconds), later
         steps are faster (docs/benchmarks.md, "Training speed").
+    keep_freed_memory: keep the memory each step frees for the next one, instead of glibc handing
+        large blocks back and the kernel zero-filling them again (:mod:`medsamkit.training.memory`;
+        a quarter of a CPU decoder step on cached embeddings). Linux with glibc only; restored after
+        the fit.
     """
 
     max_epochs: int = 10
@@ -196,6 +200,7 @@ class TrainerConfig:
     strategy: str = "auto"
     precision: str = "auto"
     compile: bool = False
+    keep_freed_memory: bool = True
     accumulate_grad_batches: int = 1
     gradient_clip_val: float | None = None
     seed: int = 0

@@ -164,6 +164,10 @@ def build_trainer(config: FitConfig, out: Path, has_val: bool) -> L.Trainer:
                            enable_version_counter=False, every_n_train_steps=every,
                            every_n_epochs=None if every else 1)
     callbacks: list = [last]
+    if t.keep_freed_memory:
+        from .memory import KeepFreedMemory
+
+        callbacks.append(KeepFreedMemory())
     if has_val:
         callbacks.insert(0, ModelCheckpoint(dirpath=out / "checkpoints", filename="best-{epoch:03d}-{val_dice:.4f}",
                                             monitor="val_dice", mode="max", save_top_k=1,
