@@ -105,13 +105,10 @@ def _image_to_token(attn: Attention, q: torch.Tensor | None, k: torch.Tensor, v:
 
 
 def _shared_token_to_image(attn: Attention, q: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor) -> torch.Tensor:
-    """``attn(q, k, v)`` for B x N tokens against keys and values already projected (``kp``, ``vp``:
-    (1 or B, heads, HW, d)); with one image, every box's tokens attend in one call, with no expand."""
+    """``attn(q, k, v)`` for B x N tokens against one image's keys and values already projected
+    (``kp``, ``vp``: (1, heads, HW, d)): every box's tokens attend in one call, with no expand."""
     b, n, _ = q.shape
-    if kp.shape[0] == 1:
-        qh = attn.q_proj(q).reshape(1, b * n, attn.num_heads, -1).transpose(1, 2)  # (1, h, B*N, d)
-    else:
-        qh = _heads(attn.q_proj(q), attn.num_heads)  # (B, h, N, d)
+    qh = attn.q_proj(q).reshape(1, b * n, attn.num_heads, -1).transpose(1, 2)  # (1, h, B*N, d)
     out = F.scaled_dot_product_attention(qh, kp, vp)
     return attn.out_proj(out.transpose(1, 2).reshape(b, n, -1))
 
@@ -144,8 +141,8 @@ class ImageSide(nn.Module):
 
 
 class BoxSide(nn.Module):
-    """The per-box part: :class:`ImageSide`'s outputs (of one image, or of one image per box) + (N, 4)
-    model-input boxes -> (N, 1, 4h, 4w) logits, (N, 1) IoU.
+    """The per-box part: :class:`ImageSide`'s outputs (of one image; or only its ``keys``, of one
+    image per box) + (N, 4) model-input boxes -> (N, 1, 4h, 4w) logits, (N, 1) IoU.
 
     ``every_parameter`` (training): every decoder parameter takes part, as in ``Sam.decode`` (the
     key biases' terms, all the mask tokens' hypernetworks), so DDP and optimisers see the same
