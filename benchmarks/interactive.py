@@ -22,7 +22,9 @@ Models: zero-shot LiteMedSAM and any ``--model NAME=CHECKPOINT_OR_REGISTRY_NAME`
 voxel several objects claim (``medsamkit.choices.OVERLAP_RULES``); it matters on ACDC, where the
 myocardium's box step claims the LV disc. The rule is recorded per model (``"models"``) and per
 case entry in the JSON and printed in the tables; a file holding a model under another rule is
-not resumed into (give the run another ``--out`` or model NAME).
+not resumed into (give the run another ``--out`` or model NAME). ``--grow PX`` sets the growth of
+the boxes propagated from slice to slice (model-input pixels; default: the model's, 3, or 1 for
+``litemedsam-clicks``: ``Predictor.grow_px``); the growth used is recorded and checked the same way.
 
 Results go to a JSON file after each case; rerunning skips what is there (resume). Slice
 embeddings are memoised per case across variants (the encoder is a pure function of the slice),
@@ -31,7 +33,7 @@ so only the first variant of a case pays for encoding in its step 0.
     python benchmarks/interactive.py [--out /work/runs/i13/interactive.json] [--datasets acdc-mr]
         [--cases patient008_frame01 ...] [--split-val splits/acdc-mr.json] [--modes box clicks ...]
         [--model zero-shot=litemedsam --model clicks=/path/model.pth] [--threads 2] [--embedding-cache DIR]
-        [--overlap last|logit|smallest]
+        [--overlap last|logit|smallest] [--grow PX]
     python benchmarks/interactive.py --table [--out ...]     # markdown tables from the JSON
 """
 
@@ -102,24 +104,31 @@ def memo_predictor(predictor, folder: Path | None = None):
     return predictor, cache
 
 
-def make_session(vol8: np.ndarray, predictor, config: dict | None, overlap: str):
+def make_session(vol8: np.ndarray, predictor, config: dict | None, overlap: str, grow: int | None = None):
     """The 3D session of one run: what ``medsamkit.Session(vol8, predictor, volume=True,
     modality="rgb", config=...)`` makes (uint8 volume as is, default propagation), with the
-    benchmark's ``overlap`` rule, which ``medsamkit.Session`` does not take."""
+    benchmark's ``overlap`` rule, which ``medsamkit.Session`` does not take, and ``grow`` (None:
+    the model's)."""
+    from medsamkit.inference.propagate import PropagationConfig
     from medsamkit.inference.session import RefineConfig
     from medsamkit.inference.session3d import Session3D
 
-    return Session3D(predictor, vol8, RefineConfig(**config) if config else RefineConfig(), overlap=overlap)
+    return Session3D(predictor, vol8, RefineConfig(**config) if config else RefineConfig(),
+                     PropagationConfig(grow_px=grow), overlap=overlap)
 
 
-def _check_overlap(results: dict, model_name: str, overlap: str) -> None:
-    """Refuse to resume a model's entries measured under another (or an unrecorded) rule."""
+def _check_overlap(results: dict, model_name: str, overlap: str, grow: int | None = None) -> None:
+    """Refuse to resume a model's entries measured under another (or an unrecorded) rule or
+    growth (``grow`` None: not checked)."""
     entries = [e for runs in results["runs"].get(model_name, {}).values() for e in runs.values()]
-    other = {e.get("overlap") for e in entries} - {overlap}
-    if other:
-        found = ", ".join(sorted(str(r) if r else "not recorded" for r in other))
-        raise SystemExit(f"{model_name}: the results file holds entries with overlap {found}, not {overlap}: "
-                         f"use another --out or another --model NAME")
+    for key, value in (("overlap", overlap), ("grow", grow)):
+        if value is None:
+            continue
+        other = {e.get(key) for e in entries} - {value}
+        if other:
+            found = ", ".join(sorted(str(r) if r is not None else "not recorded" for r in other))
+            raise SystemExit(f"{model_name}: the results file holds entries with {key} {found}, not {value}: "
+                             f"use another --out or another --model NAME")
 
 
 def run_case(session_factory, truth: np.ndarray, spacing, labels, mode: str) -> dict:
@@ -200,9 +209,11 @@ def run(args: argparse.Namespace) -> None:
     for model_name, source in models.items():
         is_file = Path(source).is_file()
         predictor = medsamkit.load(checkpoint=source) if is_file else medsamkit.load(source)
+        grow = args.grow if args.grow is not None else int(getattr(predictor, "grow_px", 3))
+        _check_overlap(results, model_name, args.overlap, grow)
         predictor, cache = memo_predictor(predictor, args.embedding_cache)
-        results.setdefault("models", {})[model_name] = {"source": source, "overlap": args.overlap}
-        print(f"model {model_name}: {source}, overlap {args.overlap}", flush=True)
+        results.setdefault("models", {})[model_name] = {"source": source, "overlap": args.overlap, "grow": grow}
+        print(f"model {model_name}: {source}, overlap {args.overlap}, grow {grow} px", flush=True)
         for dataset, case in _cases(args):
             key = f"{dataset}/{case.case_id}"
             cache.clear()
@@ -219,11 +230,11 @@ def run(args: argparse.Namespace) -> None:
                     labels = [int(v) for v in np.unique(truth) if v != 0]
 
                 def factory(config, vol8=vol8):
-                    return make_session(vol8, predictor, config, args.overlap)
+                    return make_session(vol8, predictor, config, args.overlap, grow)
 
                 entry = run_case(factory, truth, geometry.spacing, labels, mode)
                 entry.update({"dataset": dataset, "case": case.case_id, "spacing": list(geometry.spacing),
-                              "shape": list(truth.shape), "overlap": args.overlap})
+                              "shape": list(truth.shape), "overlap": args.overlap, "grow": grow})
                 runs[key] = entry
                 _save(results, args.out)
                 summary = " ".join(f"{lab}:{v['dsc'][0]:.3f}->{v['final_dsc']:.3f}" for lab, v in entry["labels"].items())
@@ -256,7 +267,8 @@ def table(args: argparse.Namespace) -> None:
                     if e["dataset"] == dataset:
                         groups.setdefault((mode, _rule(e)), []).append(e)
             rules = sorted({rule for _, rule in groups})
-            print(f"### {model_name}, {dataset}, overlap {', '.join(rules)}\n")
+            grows = sorted({str(e.get("grow", "not recorded")) for g in groups.values() for e in g})
+            print(f"### {model_name}, {dataset}, overlap {', '.join(rules)}, grow {', '.join(grows)}\n")
             print("| mode | overlap | label | n | DSC step 0 | 1 | 2 | 3 | 4 | 5 | final DSC | NSD 2 mm | DSC AUC "
                   "| s per click (median, max) |")
             print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -297,7 +309,7 @@ def figure(args: argparse.Namespace) -> None:
     for title, (model_name, source) in zip(("zero-shot", "click-trained"), [m.split("=", 1) for m in args.model]):
         predictor = medsamkit.load(checkpoint=source) if Path(source).is_file() else medsamkit.load(source)
         predictor, _ = memo_predictor(predictor, args.embedding_cache)
-        session = make_session(vol8, predictor, MODES[args.modes[0]], args.overlap)
+        session = make_session(vol8, predictor, MODES[args.modes[0]], args.overlap, args.grow)
         labels = [int(v) for v in np.unique(truth) if v != 0]
         ids = dict(zip(labels, session.add_objects([protocol_prompt(truth == lab, lab) for lab in labels])))
         before = session.label_map() == label
@@ -350,6 +362,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", choices=OVERLAP_RULES, default=DEFAULT_OVERLAP,
                    help="who gets a voxel several objects claim in every session's label map "
                         f"(default {DEFAULT_OVERLAP}, the library's and the CLI's)")
+    p.add_argument("--grow", type=int, default=None, metavar="PX",
+                   help="growth of the boxes propagated from slice to slice, model-input pixels "
+                        "(default: the model's: 3, litemedsam-clicks 1)")
     p.add_argument("--table", action="store_true", help="print the markdown tables of --out and exit")
     p.add_argument("--figure", nargs=4, metavar=("DATASET", "CASE", "LABEL", "PNG"),
                    help="draw one label's key slice: truth, then each --model's box-only and 5-click masks "

@@ -30,7 +30,7 @@ from official_litemedsam3d import Official3D, OfficialModel, mr_to_uint8  # noqa
 
 from medsamkit.data.layouts import read_dataset  # noqa: E402
 from medsamkit.inference.predictor import Predictor  # noqa: E402
-from medsamkit.inference.propagate import BoxPropagator, PropagationConfig  # noqa: E402
+from medsamkit.inference.propagate import BoxPropagator, PropagationConfig, growth  # noqa: E402
 from medsamkit.inference.volume3d import VolumeOptions, segment_volume  # noqa: E402
 from medsamkit.models.loader import load_model  # noqa: E402
 from medsamkit.preprocessing.geometry import geometry_for  # noqa: E402
@@ -49,7 +49,7 @@ class IndexValuedBoxes(BoxPropagator):
         ys, xs = np.nonzero(cv2.resize(valued, (nw, nh), interpolation=cv2.INTER_AREA))
         if xs.size == 0:
             return np.asarray(obj.key_box, dtype=np.float64)
-        s, grow = self.predictor.geometry.input_size, self.config.grow_px
+        s, grow = self.predictor.geometry.input_size, growth(self.config, self.predictor)
         model = np.array([[max(int(xs.min()) - grow, 0), max(int(ys.min()) - grow, 0),
                            min(int(xs.max()) + grow, s), min(int(ys.max()) + grow, s)]], dtype=np.float64)
         return np.asarray(self.predictor.geometry.boxes_from_model(model, frame)[0], dtype=np.float64)

@@ -104,8 +104,8 @@ def test_runs_record_the_rule_per_model_and_entry_and_refuse_to_mix_rules(acdc_l
     assert bench.main(base + ["--model", "a=litemedsam", "--overlap", "logit"]) == 0
     assert bench.main(base + ["--model", "b=litemedsam"]) == 0
     results = json.loads(out.read_text())
-    assert results["models"] == {"a": {"source": "litemedsam", "overlap": "logit"},
-                                 "b": {"source": "litemedsam", "overlap": "last"}}
+    assert results["models"] == {"a": {"source": "litemedsam", "overlap": "logit", "grow": 3},
+                                 "b": {"source": "litemedsam", "overlap": "last", "grow": 3}}
     a = results["runs"]["a"]["box"]["acdc-mr/patient999_frame01"]
     b = results["runs"]["b"]["box"]["acdc-mr/patient999_frame01"]
     assert (a["overlap"], b["overlap"]) == ("logit", "last")
@@ -113,7 +113,23 @@ def test_runs_record_the_rule_per_model_and_entry_and_refuse_to_mix_rules(acdc_l
     capsys.readouterr()
     assert bench.main(["--table", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "### a, acdc-mr, overlap logit" in printed and "### b, acdc-mr, overlap last" in printed
+    assert "### a, acdc-mr, overlap logit, grow 3" in printed and "### b, acdc-mr, overlap last, grow 3" in printed
     assert "| box | logit | 2 | 1 |" in printed and "| box | last | 2 | 1 |" in printed
     with pytest.raises(SystemExit, match="overlap last, not logit"):  # no resume under another rule
         bench.main(base + ["--model", "b=litemedsam", "--overlap", "logit"])
+
+
+def test_grow_reaches_the_session_is_recorded_and_not_mixed(acdc_like, monkeypatch):
+    """``--grow`` (default: the predictor's ``grow_px``) sets the sessions' propagation growth."""
+    pytest.importorskip("nibabel")
+    image, _ = nested()
+    vol8 = image.astype(np.uint8)
+    assert bench.make_session(vol8, StubPredictor(), None, DEFAULT_OVERLAP).refiner.propagation.grow_px is None
+    assert bench.make_session(vol8, StubPredictor(), None, DEFAULT_OVERLAP, 1).refiner.propagation.grow_px == 1
+    out = acdc_like / "grow.json"
+    base = ["--datasets", "acdc-mr", "--modes", "box", "--out", str(out), "--model", "a=litemedsam"]
+    assert bench.main(base + ["--grow", "1"]) == 0
+    results = json.loads(out.read_text())
+    assert results["models"]["a"]["grow"] == 1 == results["runs"]["a"]["box"]["acdc-mr/patient999_frame01"]["grow"]
+    with pytest.raises(SystemExit, match="grow 1, not 3"):  # the predictor's default (3) is another growth
+        bench.main(base)

@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from medsamkit.inference.predictor import Predictor
 from medsamkit.inference.prompts3d import VolumePrompt
-from medsamkit.inference.propagate import BoxPropagator, PropagationConfig, VolumeSlices, clip_to_bounds
+from medsamkit.inference.propagate import BoxPropagator, PropagationConfig, VolumeSlices, clip_to_bounds, growth
 from medsamkit.models import zoo
 from medsamkit.preprocessing.geometry import LiteMedSAMGeometry, geometry_for
 from medsamkit.preprocessing.labels import box3d_from_mask
@@ -138,6 +138,26 @@ def test_litemedsam_boxes_grow_3_px_of_the_256_frame_not_of_the_slice():
         prev = r.z - 1 if r.z > 3 else r.z + 1
         x = 100 + 4 * prev
         np.testing.assert_array_equal(boxes[0], (x - 6, 94, x + 64, 164))
+
+
+@pytest.mark.parametrize("model_grow, config_grow, expected", [(3, None, 3), (1, None, 1), (1, 3, 3), (3, 0, 0)])
+def test_the_growth_is_the_models_unless_the_config_sets_one(model_grow, config_grow, expected):
+    """``PropagationConfig(grow_px=None)`` (the default) takes the predictor's ``grow_px`` (its
+    registry model's: ``litemedsam-clicks`` 1, the rest 3); a number set in the config wins."""
+    volume = np.full((7, 256, 256), 20, np.uint8)
+    truth = np.zeros(volume.shape, bool)
+    truth[:, 100:160, 100:160] = True
+    volume[truth] = 200
+    fake = LiteFramePredictor()
+    fake.grow_px = model_grow
+    config = PropagationConfig(grow_px=config_grow)
+    assert growth(config, fake) == expected
+    propagator = BoxPropagator(fake, config)
+    state = propagator.init_state(VolumeSlices(stamp_z(volume)), [VolumePrompt((100, 100, 159, 159), 3, (0, 6))])
+    results = list(propagator.propagate(state))
+    for r, boxes in zip(results, fake.decoded):
+        if r.z != 3:  # the previous slice's square (100..159) grown by the expected pixels
+            np.testing.assert_array_equal(boxes[0], (100 - expected, 100 - expected, 159 + expected, 159 + expected))
 
 
 def test_without_growth_a_moving_object_is_lost():
@@ -329,6 +349,7 @@ def test_read_ahead_drops_planned_slices_nobody_needs():
 def test_config_is_checked():
     with pytest.raises(ValueError):
         PropagationConfig(grow_px=-1)
+    assert PropagationConfig().grow_px is None  # the model's own (test above)
     with pytest.raises(ValueError):
         VolumeSlices(np.zeros((2, 3), np.uint8))
 

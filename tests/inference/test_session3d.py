@@ -93,6 +93,21 @@ def test_box_step_equals_the_streaming_propagator():
         Session3D(StubPredictor(), volume, overlap="first")
 
 
+@pytest.mark.parametrize("grow", [3, 1])
+def test_propagated_boxes_grow_by_the_predictors_model_growth(grow):
+    """Without a ``PropagationConfig`` the session grows each propagated box by the predictor's
+    ``grow_px`` (its registry model's: 1 for ``litemedsam-clicks``, 3 otherwise)."""
+    volume, _ = tube()
+    volume = stamped(volume)
+    predictor = StubPredictor()
+    predictor.grow_px = grow
+    Session3D(predictor, volume).add_object(TUBE)
+    propagated = [c for c in predictor.calls if slice_of(c, volume) != TUBE.key_slice]
+    assert len(propagated) == NZ - 1
+    for call in propagated:  # the neighbour's disc (x 15..45, y 5..35: the stub keeps pixels > 127) grown
+        np.testing.assert_array_equal(call.boxes[0], (15 - grow, 5 - grow, 45 + grow, 35 + grow))
+
+
 def test_a_background_click_fixes_its_slice_and_nothing_is_recomputed_where_boxes_stay():
     volume, ring = tube()
     stub = StubPredictor()

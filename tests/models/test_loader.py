@@ -4,7 +4,6 @@ click-trained decoder adapter shipped in the package), through load_model, the C
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -99,7 +98,8 @@ def test_segment_and_session_with_the_registry_name_use_the_adapted_model(ring_p
     """``segment --model litemedsam-clicks --box --point`` and ``medsamkit.Session`` on
     ``medsamkit.load("litemedsam-clicks")`` give the same mask, which is not LiteMedSAM's.
     (What the clicks do is measured on ACDC in docs/refinement.md: on this synthetic ring the
-    ACDC-trained adapter ignores the background click, where LiteMedSAM cuts the disc.)"""
+    ACDC-trained adapter clears about a third of the hole after the background click, where
+    LiteMedSAM cuts the whole disc.) The registry entry also sets the adapter's 3D box growth (1 px)."""
     import medsamkit
     from medsamkit.cli.main import main
 
@@ -115,6 +115,7 @@ def test_segment_and_session_with_the_registry_name_use_the_adapted_model(ring_p
     assert clicks.any() and not clicks[:20].any() and not clicks[:, :40].any()  # inside the box
     assert (clicks != masks["litemedsam"]).sum() > 100  # the adapter is in effect
 
+    assert medsamkit.load("litemedsam-clicks").grow_px == 1 and medsamkit.load("litemedsam").grow_px == 3
     session = medsamkit.Session(grey, medsamkit.load("litemedsam-clicks"), modality="rgb")
     obj = session.add_object(box=(48, 28, 152, 132))
     session.add_click(obj, (100, 80, 0))

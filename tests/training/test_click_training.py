@@ -264,11 +264,65 @@ def test_neighbour_prompts_replace_box_and_mask_of_the_drawn_samples_on_every_st
         ClickTraining(steps=1, neighbour_mask=2.0)
 
 
-def test_fit_with_neighbour_masks_trains_on_slices_of_a_volume(tmp_path):
+def test_neighbour_boxes_replace_only_the_box_of_the_drawn_samples_without_a_mask_prompt():
+    torch.manual_seed(0)
+    model = tiny_sam().eval()
+    calls = []
+    original = decode_with_masks
+
+    def spy(model, embeddings, boxes, points, masks, rows=None):
+        calls.append((boxes.clone(), masks, rows))
+        return original(model, embeddings, boxes, points, masks, rows)
+
+    batch, neighbour = _neighbour_batch()
+    with torch.no_grad():
+        embeddings = model.encode(batch["image"])
+    import medsamkit.training.interactive as interactive
+
+    interactive.decode_with_masks = spy
+    try:
+        with torch.no_grad():
+            interactive_steps(model, embeddings, batch["box"], batch["mask"], batch["valid"],
+                              ClickTraining(steps=2, mask_prompt=0.0, neighbour_box=1.0), np.random.RandomState(0),
+                              neighbour)
+    finally:
+        interactive.decode_with_masks = original
+    present = neighbour.present
+    assert len(calls) == 3
+    for boxes, masks, rows in calls:  # the neighbour's box where there is one, no mask prompt anywhere
+        assert masks is None and rows is None
+        assert torch.equal(boxes[present], neighbour.box[present])
+        assert torch.equal(boxes[~present], batch["box"][~present])
+    # both: one draw per sample splits them (0.5 mask + box, 0.5 box alone here: every one moves)
+    draws = np.random.RandomState(5).random_sample(4)
+    calls.clear()
+    interactive.decode_with_masks = spy
+    try:
+        with torch.no_grad():
+            interactive_steps(model, embeddings, batch["box"], batch["mask"], batch["valid"],
+                              ClickTraining(steps=1, mask_prompt=0.0, neighbour_mask=0.5, neighbour_box=0.5),
+                              np.random.RandomState(5), neighbour)
+    finally:
+        interactive.decode_with_masks = original
+    boxes, masks, rows = calls[0]
+    expected = present & torch.as_tensor(draws < 0.5)
+    assert torch.equal(boxes[present], neighbour.box[present])
+    if bool(expected.any()):
+        assert rows.tolist() == expected.tolist() and masks is not None
+    else:
+        assert rows is None and masks is None
+    with pytest.raises(ValueError, match="neighbour_box"):
+        ClickTraining(steps=1, neighbour_box=-0.1)
+    with pytest.raises(ValueError, match="at most 1"):
+        ClickTraining(steps=1, neighbour_mask=0.6, neighbour_box=0.6)
+
+
+@pytest.mark.parametrize("option", ["neighbour_mask", "neighbour_box"])
+def test_fit_with_neighbour_prompts_trains_on_slices_of_a_volume(tmp_path, option):
     torch.manual_seed(0)
     samples = [dataclasses.replace(s, case_id="vol", label=1, slice_index=z) for z, s in enumerate(make_samples(4))]
     config = quick_config(tmp_path, "--model.mode", "decoder-lora", "--model.lora.rank", "4",
-                          "--model.clicks.steps", "1", "--model.clicks.neighbour_mask", "1.0",
+                          "--model.clicks.steps", "1", f"--model.clicks.{option}", "1.0",
                           "--model.clicks.mask_prompt", "0.0", "--trainer.max_epochs", "1", "--output.csv", "false")
     seen = []
     original = interactive_steps

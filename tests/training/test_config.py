@@ -68,6 +68,15 @@ def test_type_and_choice_errors(tmp_path):
         load_config([_write(tmp_path / "flat.yaml", "model: litemedsam\n")])
 
 
+def test_click_training_neighbour_box_is_a_probability_off_by_default():
+    assert load_config().model.clicks.neighbour_box == 0.0
+    assert load_config([], ["--model.clicks.neighbour_box", "0.5"]).model.clicks.neighbour_box == 0.5
+    with pytest.raises(InputError, match="model.clicks.neighbour_box is a probability"):
+        load_config([], ["--model.clicks.neighbour_box", "1.5"])
+    with pytest.raises(InputError, match="must be at most 1"):
+        load_config([], ["--model.clicks.neighbour_box", "0.6", "--model.clicks.neighbour_mask", "0.6"])
+
+
 def test_click_training_neighbour_mask_is_a_probability_off_by_default():
     assert load_config().model.clicks.neighbour_mask == 0.0
     assert load_config([], ["--model.clicks.neighbour_mask", "0.5"]).model.clicks.neighbour_mask == 0.5

@@ -45,10 +45,11 @@ def add_volume_options(p: argparse.ArgumentParser) -> None:
                    help="evaluation: one box per label of this label volume (key slice = largest area, "
                         "z range = the label's extent); the output keeps the label ids")
     g.add_argument("--labels", metavar="ID,ID,...", help="with --boxes-from-labels: only these label ids")
-    g.add_argument("--grow", type=int, default=3, metavar="PX",
+    g.add_argument("--grow", type=int, default=None, metavar="PX",
                    help="next slice's box = previous mask's bounding box grown by PX pixels of the model's input "
                         "frame, clipped to it (LiteMedSAM: its 256 px frame, as the official 3D script; 3 px there "
-                        "are about 6 px of a 512 px slice; MedSAM/SAM: 1024 px) (default 3)")
+                        "are about 6 px of a 512 px slice; MedSAM/SAM: 1024 px) (default: the model's, 3; "
+                        "litemedsam-clicks 1)")
     g.add_argument("--unbounded", action="store_true",
                    help="do not clip the boxes propagated from a 3D box to its x, y extent (default: clip, since a "
                         "3D box bounds its object on every slice; the official LiteMedSAM script does not)")
@@ -221,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint is not None and is_baseline_checkpoint(args.checkpoint):
         raise InputError(args.checkpoint, "is a 2D baseline (unet/prompted-resnet); 3D propagation needs a "
                                           "SAM-family model (LiteMedSAM, MedSAM, SAM or one fine-tuned from them)")
-    if args.grow < 0:
+    if args.grow is not None and args.grow < 0:
         raise InputError(None, f"--grow {args.grow} must be >= 0 pixels")
     series = args.series
     if series is not None and series.isdigit():

@@ -49,4 +49,5 @@ def make_predictor(loaded: LoadedModel, encoder: Callable[[torch.Tensor], object
         # asked for by name is run as asked
         predictor.exact_encoder = exact_encoder(choice, loaded, threads) if precision is None else None
     predictor.engine = choice
+    predictor.grow_px = loaded.spec.grow_px
     return predictor

@@ -65,6 +65,9 @@ class Predictor:
 
     #: the model family ("sam2" for :class:`~medsamkit.inference.sam2_predictor.SAM2Predictor`)
     family = "sam"
+    #: the growth of a box propagated to the next slice, model-input pixels (the registry model's,
+    #: set by :func:`~medsamkit.inference.factory.make_predictor`; a ``PropagationConfig`` may override it)
+    grow_px = 3
 
     def __init__(
         self, model: Sam, geometry: ModelGeometry, encoder: Callable[[torch.Tensor], torch.Tensor] | None = None,

@@ -81,6 +81,8 @@ class PropagationConfig:
         grow_px: the next slice's box is the previous mask's bounding box grown by this many
             pixels on every side, in the model-input frame (LiteMedSAM: 3 px of its 256 px
             frame, as the reference script; about 6 px of a 512 px slice), clipped to that frame.
+            None (the default): the model's own (:func:`growth`; 3 unless its registry entry
+            says otherwise: ``litemedsam-clicks`` 1).
         clip_to_box: clip the propagated boxes of an object given as a 3D box
             (:attr:`VolumePrompt.bounded`) to that box's x and y extent, which bounds the object on
             every slice. The official LiteMedSAM script does not (``False`` reproduces it); on
@@ -92,16 +94,28 @@ class PropagationConfig:
             written to a temporary folder (each is 256 x 64 x 64 float32 = 4 MiB).
     """
 
-    grow_px: int = 3
+    grow_px: int | None = None
     clip_to_box: bool = True
     stop_when_empty: bool = False
     max_cached_embeddings: int = 32
 
     def __post_init__(self) -> None:
-        if self.grow_px < 0:
+        if self.grow_px is not None and self.grow_px < 0:
             raise ValueError(f"grow_px must be >= 0, got {self.grow_px}")
         if self.max_cached_embeddings < 0:
             raise ValueError(f"max_cached_embeddings must be >= 0, got {self.max_cached_embeddings}")
+
+
+#: LiteMedSAM's reference growth of a propagated box (model-input pixels)
+DEFAULT_GROW_PX = 3
+
+
+def growth(config: PropagationConfig, predictor: object) -> int:
+    """The box growth a propagation uses: ``config.grow_px`` when set, else the predictor's model's
+    (``Predictor.grow_px``, from :attr:`medsamkit.models.registry.ModelSpec.grow_px`)."""
+    if config.grow_px is not None:
+        return config.grow_px
+    return int(getattr(predictor, "grow_px", DEFAULT_GROW_PX))
 
 
 def clip_to_bounds(box: Sequence[float], bounds: Sequence[float]) -> tuple[float, float, float, float] | None:
@@ -364,7 +378,7 @@ class BoxPropagator:
         the key slice and after an empty mask; clipped to the key box where that bounds the object
         (:func:`clip_to_bounds`)."""
         if obj.last_mask is not None:
-            bounds = self.predictor.geometry.grown_box(obj.last_mask, frame, self.config.grow_px)
+            bounds = self.predictor.geometry.grown_box(obj.last_mask, frame, growth(self.config, self.predictor))
             if bounds is not None and obj.bounded and self.config.clip_to_box:
                 bounds = clip_to_bounds(bounds, obj.key_box)
             if bounds is not None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from .clicks import Click
 from .predictor import ImageEmbedding, Predictor
-from .propagate import PropagationConfig, SliceSource, clip_to_bounds
+from .propagate import PropagationConfig, SliceSource, clip_to_bounds, growth
 from .refine import DecodeRequest, MaskResult, decode_requests
 from .session import RefineConfig
 from .volume_objects import Monitor, SliceState, VolumeObject
@@ -231,7 +231,8 @@ class SliceRefiner:
         empty mask the key box (None for a point-only object: its walk ends). Clipped to the key
         box where that bounds the object (a 3D box), as :class:`BoxPropagator` does."""
         if previous is not None:
-            bounds = self.predictor.geometry.grown_box(previous.mask, embedding.frame, self.propagation.grow_px)
+            bounds = self.predictor.geometry.grown_box(previous.mask, embedding.frame,
+                                                       growth(self.propagation, self.predictor))
             if bounds is not None and obj.bounded and obj.box is not None and self.propagation.clip_to_box:
                 bounds = clip_to_bounds(bounds, obj.box)
             if bounds is not None:

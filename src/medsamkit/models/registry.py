@@ -106,6 +106,9 @@ class ModelSpec:
         adapter_of: for a model whose weights file is an adapter (:mod:`.adapters`) merged into
             another registry model's weights at load, that model's name; None for full checkpoints
             (only those are candidates when a checkpoint's architecture is recognised from its keys).
+        grow_px: how many model-input pixels 3D box propagation grows the previous slice's mask box
+            by (LiteMedSAM's reference: 3); a model trained with smaller box jitter wants less
+            (``litemedsam-clicks``, docs/refinement.md). ``--grow`` / ``PropagationConfig`` override it.
     """
 
     name: str
@@ -115,6 +118,7 @@ class ModelSpec:
     description: str
     family: str = "sam"
     adapter_of: str | None = None
+    grow_px: int = 3
 
     def build(self) -> nn.Module:
         return ARCHITECTURES[self.architecture]()
@@ -132,7 +136,8 @@ MODELS: dict[str, ModelSpec] = {
                   "LiteMedSAM: TinyViT at 256 px, 9.8M parameters, CPU-friendly (default)"),
         ModelSpec("litemedsam-clicks", "tinyvit", "litemedsam", "litemedsam-clicks",
                   "LiteMedSAM with a 1.8 MB decoder adapter taught to use clicks (box + clicks refinement; "
-                  "trained on 3 ACDC cardiac MR patients, docs/refinement.md)", adapter_of="litemedsam"),
+                  "trained on 3 ACDC cardiac MR patients, docs/refinement.md)", adapter_of="litemedsam",
+                  grow_px=1),
         ModelSpec("medsam-vit-b", "vit-b", "medsam", "medsam-vit-b",
                   "MedSAM: SAM ViT-B tuned on 1.5M medical image/mask pairs, 1024 px"),
         ModelSpec("sam-vit-b", "vit-b", "sam", "sam-vit-b", "SAM ViT-B (natural images), 1024 px"),

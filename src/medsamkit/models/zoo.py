@@ -85,8 +85,8 @@ WEIGHTS: dict[str, WeightsSource] = {
     "litemedsam-clicks": WeightsSource(
         filename="litemedsam-clicks.adapter.pt",
         urls=(),
-        sha256="a707b16acbb2b4d7f9e49b941371defde0c2cd258d7fbe7a1d43a048269bbb15",
-        size=1829087,
+        sha256="5df2a8e5208e6d4a27fdd1317bcc464e2f5b81d965e88e5c5ed5cf107538251b",
+        size=1829023,
         package="medsamkit",
         package_path="models/weights/litemedsam-clicks.adapter.pt",
         install_hint="it ships with medsamkit; rebuild it with medsamkit fit --config configs/litemedsam-clicks.yaml",

@@ -65,6 +65,7 @@ class SessionPredictor(Predictor):
         super().__init__(base.model, base.geometry, base.encoder, exact_encoder=base.exact_encoder)
         self._engine = engine
         self._owner = owner
+        self.grow_px = base.grow_px
 
     def embed(self, image: np.ndarray) -> ImageEmbedding:
         key = (self._owner, content_key(image))

@@ -47,12 +47,17 @@ class ClicksConfig:
         by 3 px from the adjacent slice's mask of the same label (drawn among the two; samples
         without one stay box-prompted) and that mask as the mask prompt of every step; the target is
         the sample's own mask. Needs cached embeddings of a preprocess cache of volumes.
+    neighbour_box: probability per sample (0: never, the default) of prompting it as a slice that
+        3D propagation reaches: the box grown by 3 px from the adjacent slice's mask of the same
+        label, without a mask prompt (the box every propagated slice of ``segment VOLUME`` and of a
+        3D session's box step gets). Drawn among the samples not drawn for ``neighbour_mask``.
     """
 
     steps: int = 0
     mask_prompt: float = 0.5
     backprop: str = "all"
     neighbour_mask: float = 0.0
+    neighbour_box: float = 0.0
 
 
 @dataclass
@@ -405,9 +410,14 @@ def _check_choices(config: Any, origin: dict[str, str], prefix: str) -> None:
         if not 0.0 <= config.mask_prompt <= 1.0:
             raise InputError(_source(origin, prefix + "mask_prompt"),
                              f"{prefix}mask_prompt is a probability (0..1); got {config.mask_prompt}")
-        if not 0.0 <= config.neighbour_mask <= 1.0:
-            raise InputError(_source(origin, prefix + "neighbour_mask"),
-                             f"{prefix}neighbour_mask is a probability (0..1); got {config.neighbour_mask}")
+        for name in ("neighbour_mask", "neighbour_box"):
+            if not 0.0 <= getattr(config, name) <= 1.0:
+                raise InputError(_source(origin, prefix + name),
+                                 f"{prefix}{name} is a probability (0..1); got {getattr(config, name)}")
+        if config.neighbour_mask + config.neighbour_box > 1.0:
+            raise InputError(_source(origin, prefix + "neighbour_box"),
+                             f"{prefix}neighbour_mask + {prefix}neighbour_box must be at most 1; got "
+                             f"{config.neighbour_mask} + {config.neighbour_box}")
     elif isinstance(config, LossConfig):
         bad("kind", config.kind, ("auto", "sam2", "dice-bce"))
     elif isinstance(config, OptimConfig):

@@ -85,7 +85,7 @@ def build_net(config: FitConfig, model: nn.Module | None = None) -> nn.Module:
         check_compiler()
     return SamNet(model, m.mode, m.automatic, m.lora, train_iou_head=config.loss.iou_mse > 0,
                   clicks=ClickTraining(m.clicks.steps, m.clicks.mask_prompt, m.clicks.backprop,
-                                       m.clicks.neighbour_mask),
+                                       m.clicks.neighbour_mask, m.clicks.neighbour_box),
                   compile=config.trainer.compile)
 
 
@@ -192,7 +192,7 @@ def build_datamodule(config: FitConfig, net: nn.Module, geometry: ModelGeometry,
     d = config.data
     sources = DataSources(head(sources.train, d.max_train_samples),
                           None if sources.val is None else head(sources.val, d.max_val_samples))
-    neighbours = isinstance(net, SamNet) and net.clicks.steps > 0 and net.clicks.neighbour_mask > 0
+    neighbours = isinstance(net, SamNet) and net.clicks.steps > 0 and net.clicks.uses_neighbours
     loader = LoaderSettings(d.batch_size, d.num_workers, d.box_jitter, neighbours)
     if getattr(net, "frame_encoder", None) is not None:  # a SAM2-family net: clips
         from .clips import ClipDataModule, ClipSettings

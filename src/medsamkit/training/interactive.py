@@ -24,6 +24,9 @@ probability, prompted as such a slice: the box is the neighbour's (grown as prop
 and every step, the box step and the click steps, gets the neighbour's truth as a logits-like
 mask prompt (:func:`neighbour_logits`: per sample a random level inside, 3..10, and outside, -8..-25,
 about what LiteMedSAM's low-resolution logits hold); the target stays the sample's own mask.
+With ``neighbour_box`` > 0 a sample is, with that probability, prompted with the neighbour's
+propagation box alone (no mask prompt): the box every slice that propagation reaches is decoded
+from, where the key slice gets the user's box.
 
 Coordinates are in the model-input frame (the cache's masks and boxes live there); the errors are
 computed inside the valid (unpadded) region only.
@@ -57,22 +60,35 @@ class ClickTraining:
             ``"sampled"`` (the box step and one random click step; module docstring).
         neighbour_mask: probability, per sample that has an adjacent slice in its batch, of being
             prompted as a propagated slice of a 3D session with ``carry_mask`` (module docstring).
+        neighbour_box: probability, per such sample, of being prompted with the box propagation
+            takes from the adjacent slice's mask, without a mask prompt; drawn among the samples
+            not drawn for ``neighbour_mask`` (the two add up to at most 1).
     """
 
     steps: int = 0
     mask_prompt: float = 0.5
     backprop: str = "all"
     neighbour_mask: float = 0.0
+    neighbour_box: float = 0.0
 
     def __post_init__(self) -> None:
         if self.steps < 0:
             raise ValueError(f"click steps must be >= 0, got {self.steps}")
         if not 0.0 <= self.mask_prompt <= 1.0:
             raise ValueError(f"mask_prompt is a probability, got {self.mask_prompt}")
-        if not 0.0 <= self.neighbour_mask <= 1.0:
-            raise ValueError(f"neighbour_mask is a probability, got {self.neighbour_mask}")
+        for name in ("neighbour_mask", "neighbour_box"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} is a probability, got {getattr(self, name)}")
+        if self.neighbour_mask + self.neighbour_box > 1.0:
+            raise ValueError(f"neighbour_mask + neighbour_box must be at most 1, got "
+                             f"{self.neighbour_mask} + {self.neighbour_box}")
         if self.backprop not in BACKPROP:
             raise ValueError(f"backprop must be one of {', '.join(BACKPROP)}, got {self.backprop!r}")
+
+    @property
+    def uses_neighbours(self) -> bool:
+        """Whether training items must bring an adjacent slice (:class:`NeighbourPrompt`)."""
+        return self.neighbour_mask > 0 or self.neighbour_box > 0
 
 
 #: the logits-like values of a mask prompt made from a binary mask without random levels
@@ -169,11 +185,14 @@ def interactive_steps(model: Sam, embeddings: torch.Tensor, boxes: torch.Tensor,
     ``config.neighbour_mask`` > 0 the drawn samples are prompted from their adjacent slice
     (module docstring)."""
     carried, rows = None, None
-    if neighbour is not None and config.neighbour_mask > 0:
-        draw = torch.as_tensor(rng.random_sample(len(boxes)) < config.neighbour_mask, device=boxes.device)
-        rows = neighbour.present.to(boxes.device) & draw
+    if neighbour is not None and config.uses_neighbours:
+        draw = torch.as_tensor(rng.random_sample(len(boxes)), device=boxes.device)
+        present = neighbour.present.to(boxes.device)
+        rows = present & (draw < config.neighbour_mask)
+        boxed = present & (draw >= config.neighbour_mask) & (draw < config.neighbour_mask + config.neighbour_box)
+        if bool((rows | boxed).any()):
+            boxes = torch.where((rows | boxed)[:, None], neighbour.box.to(boxes), boxes)
         if bool(rows.any()):
-            boxes = torch.where(rows[:, None], neighbour.box.to(boxes), boxes)
             carried = neighbour_logits(neighbour.mask.to(boxes.device), model.prompt_encoder.mask_input_size,
                                        rng)
         else:
