@@ -194,6 +194,7 @@ def run(args: argparse.Namespace) -> None:
     import torch
 
     import medsamkit
+    from medsamkit.inference.propagate import PropagationConfig, growth
     from medsamkit.io.volume import read_volume
     from medsamkit.preprocessing.intensity import PercentileClip
 
@@ -209,7 +210,7 @@ def run(args: argparse.Namespace) -> None:
     for model_name, source in models.items():
         is_file = Path(source).is_file()
         predictor = medsamkit.load(checkpoint=source) if is_file else medsamkit.load(source)
-        grow = args.grow if args.grow is not None else int(getattr(predictor, "grow_px", 3))
+        grow = growth(PropagationConfig(grow_px=args.grow), predictor)
         _check_overlap(results, model_name, args.overlap, grow)
         predictor, cache = memo_predictor(predictor, args.embedding_cache)
         results.setdefault("models", {})[model_name] = {"source": source, "overlap": args.overlap, "grow": grow}

@@ -222,29 +222,36 @@ def test_neighbour_logits_have_random_levels_per_sample():
     assert torch.equal(drawn > 0, mask > 0.5)
 
 
-def test_neighbour_prompts_replace_box_and_mask_of_the_drawn_samples_on_every_step():
-    torch.manual_seed(0)
-    model = tiny_sam().eval()
+def _decode_calls(model, embeddings, batch, config, seed, neighbour):
+    """``interactive_steps`` on the batch, with every ``decode_with_masks`` call's boxes, mask
+    prompt and rows recorded: (steps, calls)."""
+    import medsamkit.training.interactive as interactive
+
     calls = []
-    original = decode_with_masks
+    original = interactive.decode_with_masks
 
     def spy(model, embeddings, boxes, points, masks, rows=None):
         calls.append((boxes.clone(), None if masks is None else masks.clone(), rows))
         return original(model, embeddings, boxes, points, masks, rows)
 
-    batch, neighbour = _neighbour_batch()
-    with torch.no_grad():
-        embeddings = model.encode(batch["image"])
-    config = ClickTraining(steps=2, mask_prompt=0.0, neighbour_mask=1.0)
-    import medsamkit.training.interactive as interactive
-
     interactive.decode_with_masks = spy
     try:
         with torch.no_grad():
             steps = interactive_steps(model, embeddings, batch["box"], batch["mask"], batch["valid"], config,
-                                      np.random.RandomState(0), neighbour)
+                                      np.random.RandomState(seed), neighbour)
     finally:
         interactive.decode_with_masks = original
+    return steps, calls
+
+
+def test_neighbour_prompts_replace_box_and_mask_of_the_drawn_samples_on_every_step():
+    torch.manual_seed(0)
+    model = tiny_sam().eval()
+    batch, neighbour = _neighbour_batch()
+    with torch.no_grad():
+        embeddings = model.encode(batch["image"])
+    config = ClickTraining(steps=2, mask_prompt=0.0, neighbour_mask=1.0)
+    steps, calls = _decode_calls(model, embeddings, batch, config, 0, neighbour)
     assert len(steps) == 3 and len(calls) == 3
     carried = neighbour_logits(neighbour.mask, model.prompt_encoder.mask_input_size)
     for boxes, masks, rows in calls:  # rows with a neighbour: its box and mask, the others: their own box
@@ -267,26 +274,11 @@ def test_neighbour_prompts_replace_box_and_mask_of_the_drawn_samples_on_every_st
 def test_neighbour_boxes_replace_only_the_box_of_the_drawn_samples_without_a_mask_prompt():
     torch.manual_seed(0)
     model = tiny_sam().eval()
-    calls = []
-    original = decode_with_masks
-
-    def spy(model, embeddings, boxes, points, masks, rows=None):
-        calls.append((boxes.clone(), masks, rows))
-        return original(model, embeddings, boxes, points, masks, rows)
-
     batch, neighbour = _neighbour_batch()
     with torch.no_grad():
         embeddings = model.encode(batch["image"])
-    import medsamkit.training.interactive as interactive
-
-    interactive.decode_with_masks = spy
-    try:
-        with torch.no_grad():
-            interactive_steps(model, embeddings, batch["box"], batch["mask"], batch["valid"],
-                              ClickTraining(steps=2, mask_prompt=0.0, neighbour_box=1.0), np.random.RandomState(0),
-                              neighbour)
-    finally:
-        interactive.decode_with_masks = original
+    _, calls = _decode_calls(model, embeddings, batch, ClickTraining(steps=2, mask_prompt=0.0, neighbour_box=1.0),
+                             0, neighbour)
     present = neighbour.present
     assert len(calls) == 3
     for boxes, masks, rows in calls:  # the neighbour's box where there is one, no mask prompt anywhere
@@ -295,15 +287,8 @@ def test_neighbour_boxes_replace_only_the_box_of_the_drawn_samples_without_a_mas
         assert torch.equal(boxes[~present], batch["box"][~present])
     # both: one draw per sample splits them (0.5 mask + box, 0.5 box alone here: every one moves)
     draws = np.random.RandomState(5).random_sample(4)
-    calls.clear()
-    interactive.decode_with_masks = spy
-    try:
-        with torch.no_grad():
-            interactive_steps(model, embeddings, batch["box"], batch["mask"], batch["valid"],
-                              ClickTraining(steps=1, mask_prompt=0.0, neighbour_mask=0.5, neighbour_box=0.5),
-                              np.random.RandomState(5), neighbour)
-    finally:
-        interactive.decode_with_masks = original
+    _, calls = _decode_calls(model, embeddings, batch,
+                             ClickTraining(steps=1, mask_prompt=0.0, neighbour_mask=0.5, neighbour_box=0.5), 5, neighbour)
     boxes, masks, rows = calls[0]
     expected = present & torch.as_tensor(draws < 0.5)
     assert torch.equal(boxes[present], neighbour.box[present])
