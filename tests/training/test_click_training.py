@@ -16,8 +16,9 @@ from medsamkit.models.checkpoint import read_checkpoint
 from medsamkit.training.datamodule import DataSources
 from medsamkit.training.fit import fit
 from medsamkit.training.interactive import (INSIDE_LOGITS, MASK_LOGIT, OUTSIDE_LOGITS, ClickTraining,
-                                            NeighbourPrompt, decode_with_masks, interactive_steps,
-                                            neighbour_logits, simulate_clicks)
+                                            NeighbourPrompt, click_weights, decode_with_masks,
+                                            interactive_steps, neighbour_logits, simulate_clicks)
+from medsamkit.training.losses import SegmentationLoss
 from medsamkit.training.lora import DECODER_PROMPT_PARTS, add_decoder_lora
 from medsamkit.training.nets import SamNet
 
@@ -325,3 +326,86 @@ def test_fit_with_neighbour_prompts_trains_on_slices_of_a_volume(tmp_path, optio
         nets.interactive_steps = original
     assert result.export_path.is_file()
     assert seen and all(isinstance(n, NeighbourPrompt) and bool(n.present.all()) for n in seen)
+
+
+def test_click_weights_mark_a_disk_around_each_real_click_only():
+    points = torch.tensor([[[4.0, 10.0], [20.0, 20.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    labels = torch.tensor([[1, 0], [-1, -1]])
+    w = click_weights(points, labels, (32, 24), weight=9.0, radius=2.0)
+    assert w.shape == (2, 1, 32, 24)
+    ys, xs = np.nonzero(w[0, 0].numpy() > 1)
+    for x, y in zip(xs, ys):
+        assert min((x - 4) ** 2 + (y - 10) ** 2, (x - 20) ** 2 + (y - 20) ** 2) <= 4
+    assert w[0, 0, 10, 4] == 10.0 and w[0, 0, 20, 20] == 10.0 and w[0, 0, 10, 7] == 1.0
+    assert len(xs) == 2 * 13  # the lattice points of a radius-2 disk, twice
+    assert torch.all(w[1] == 1.0)  # padding points ("no click") weigh nothing extra
+
+
+def test_weighted_click_steps_return_a_weight_per_step_centred_on_their_clicks():
+    torch.manual_seed(0)
+    model = tiny_sam().train()
+    batch = batch_of(make_samples(2))
+    with torch.no_grad():
+        embeddings = model.encode(batch["image"])
+    config = ClickTraining(steps=3, mask_prompt=0.0, click_weight=5.0, click_radius=1.0)
+    clicks = []
+    original = model.decode
+
+    def spy(embeddings, boxes=None, points=None, masks=None, multimask_output=False):
+        if points is not None:
+            clicks.append((points[0].clone(), points[1].clone()))
+        return original(embeddings, boxes=boxes, points=points, masks=masks, multimask_output=multimask_output)
+
+    model.decode = spy
+    weights: list[torch.Tensor] = []
+    steps = interactive_steps(model, embeddings, batch["box"], batch["mask"], batch["valid"], config,
+                              np.random.RandomState(0), weights=weights)
+    assert len(weights) == len(steps) == 4
+    assert torch.all(weights[0] == 1.0)  # the box step has no click
+    scale = model.image_size / batch["mask"].shape[-1]
+    for (points, labels), w in zip(clicks, weights[1:]):
+        for b in range(points.shape[0]):
+            for (x, y), lab in zip((points[b] / scale).round().long().tolist(), labels[b].tolist()):
+                if lab >= 0:
+                    assert w[b, 0, y, x] == 6.0
+        assert int((w > 1).sum()) <= 5 * int((labels >= 0).sum())  # radius 1: at most 5 pixels a click
+    weights.clear()
+    interactive_steps(model, embeddings, batch["box"], batch["mask"], batch["valid"],
+                      dataclasses.replace(config, click_weight=0.0), np.random.RandomState(0), weights=weights)
+    assert weights == []
+    with pytest.raises(ValueError, match="click_weight"):
+        ClickTraining(steps=1, click_weight=-1.0)
+
+
+def test_the_bce_follows_the_per_pixel_weights():
+    logits = torch.tensor([[[[2.0, -1.0], [0.5, -3.0]]]])
+    target = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]]])
+    weight = torch.tensor([[[[1.0, 4.0], [1.0, 1.0]]]])
+    plain = SegmentationLoss(dice=0.0, bce=1.0)(logits, target)["bce"]
+    weighted = SegmentationLoss(dice=0.0, bce=1.0)(logits, target, weight=weight)["bce"]
+    per_pixel = -(target * torch.log(torch.sigmoid(logits)) + (1 - target) * torch.log(1 - torch.sigmoid(logits)))
+    assert torch.isclose(plain, per_pixel.mean())
+    assert torch.isclose(weighted, (weight * per_pixel).mean())
+
+
+def test_fit_with_click_weights_trains_and_exports(tmp_path):
+    torch.manual_seed(0)
+    config = quick_config(tmp_path, "--model.mode", "decoder-lora", "--model.lora.rank", "4",
+                          "--model.clicks.steps", "2", "--model.clicks.click_weight", "20",
+                          "--model.clicks.mask_prompt", "0.0", "--trainer.max_epochs", "1", "--output.csv", "false")
+    seen = []
+    import medsamkit.training.module as module
+
+    original = module.SegmentationModule.training_step
+
+    def spy(self, batch, batch_idx):
+        seen.append(self._outputs(batch)[2])
+        return original(self, batch, batch_idx)
+
+    module.SegmentationModule.training_step = spy
+    try:
+        result = fit(config, DataSources(make_samples(4)), model=tiny_sam(), geometry=TinyGeometry())
+    finally:
+        module.SegmentationModule.training_step = original
+    assert result.export_path.is_file()
+    assert seen and all(w is not None and float(w.max()) == 21.0 for w in seen)

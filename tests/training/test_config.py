@@ -113,3 +113,13 @@ def test_shipped_configs_layer():
     assert config.model.automatic and config.model.mode == "decoder"
     assert config.data.embedding_flips == ["hflip"]  # kept from the decoder config
     assert config.output.dir == "runs/fit/litemedsam-automatic"
+
+
+def test_click_training_click_weight_is_off_by_default_and_validated():
+    assert load_config().model.clicks.click_weight == 0.0
+    loaded = load_config([], ["--model.clicks.click_weight", "30", "--model.clicks.click_radius", "3"])
+    assert (loaded.model.clicks.click_weight, loaded.model.clicks.click_radius) == (30.0, 3.0)
+    with pytest.raises(InputError, match="model.clicks.click_weight must be >= 0"):
+        load_config([], ["--model.clicks.click_weight", "-1"])
+    with pytest.raises(InputError, match="model.clicks.click_radius must be > 0"):
+        load_config([], ["--model.clicks.click_radius", "0"])

@@ -51,6 +51,8 @@ class ClicksConfig:
         3D propagation reaches: the box grown by 3 px from the adjacent slice's mask of the same
         label, without a mask prompt (the box every propagated slice of ``segment VOLUME`` and of a
         3D session's box step gets). Drawn among the samples not drawn for ``neighbour_mask``.
+    click_weight: extra BCE weight of the pixels within ``click_radius`` (mask-frame pixels) of each
+        click of a click step (0: none, the default): makes the decoder answer the clicks.
     """
 
     steps: int = 0
@@ -58,6 +60,8 @@ class ClicksConfig:
     backprop: str = "all"
     neighbour_mask: float = 0.0
     neighbour_box: float = 0.0
+    click_weight: float = 0.0
+    click_radius: float = 4.0
 
 
 @dataclass
@@ -418,6 +422,12 @@ def _check_choices(config: Any, origin: dict[str, str], prefix: str) -> None:
             raise InputError(_source(origin, prefix + "neighbour_box"),
                              f"{prefix}neighbour_mask + {prefix}neighbour_box must be at most 1; got "
                              f"{config.neighbour_mask} + {config.neighbour_box}")
+        if config.click_weight < 0:
+            raise InputError(_source(origin, prefix + "click_weight"),
+                             f"{prefix}click_weight must be >= 0; got {config.click_weight}")
+        if config.click_radius <= 0:
+            raise InputError(_source(origin, prefix + "click_radius"),
+                             f"{prefix}click_radius must be > 0; got {config.click_radius}")
     elif isinstance(config, LossConfig):
         bad("kind", config.kind, ("auto", "sam2", "dice-bce"))
     elif isinstance(config, OptimConfig):

@@ -85,7 +85,8 @@ def build_net(config: FitConfig, model: nn.Module | None = None) -> nn.Module:
         check_compiler()
     return SamNet(model, m.mode, m.automatic, m.lora, train_iou_head=config.loss.iou_mse > 0,
                   clicks=ClickTraining(m.clicks.steps, m.clicks.mask_prompt, m.clicks.backprop,
-                                       m.clicks.neighbour_mask, m.clicks.neighbour_box),
+                                       m.clicks.neighbour_mask, m.clicks.neighbour_box,
+                                       m.clicks.click_weight, m.clicks.click_radius),
                   compile=config.trainer.compile)
 
 

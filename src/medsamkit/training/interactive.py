@@ -16,6 +16,12 @@ from 1..``steps`` per batch; the click steps before it run under ``torch.no_grad
 place the clicks) and the steps after it are not run. On the average a batch costs two decodes
 with gradient plus ``(steps - 1) / 2`` without, instead of ``steps + 1`` with gradient.
 
+With ``click_weight`` > 0 each click step also gets a per-pixel loss weight at the target's size:
+1, plus ``click_weight`` on a disk of radius ``click_radius`` around each of the step's clicks
+(:func:`click_weights`). A click is a few pixels of a 65 536-pixel loss: unweighted, the loss
+barely asks the decoder to answer it (LiteMedSAM, trained with boxes only, answers a lone click
+with a blob of a few pixels).
+
 With ``neighbour_mask`` > 0 (3D sessions' ``RefineConfig(carry_mask=True)``: a slice a click's
 change propagates to is decoded with the box grown from its neighbour's mask and the neighbour's
 new low-resolution logits as the mask prompt) each sample whose batch brings an adjacent slice of
@@ -63,6 +69,8 @@ class ClickTraining:
         neighbour_box: probability, per such sample, of being prompted with the box propagation
             takes from the adjacent slice's mask, without a mask prompt; drawn among the samples
             not drawn for ``neighbour_mask`` (the two add up to at most 1).
+        click_weight: extra loss weight of the pixels near each click of a click step (0: none).
+        click_radius: radius of those disks, pixels of the target's frame.
     """
 
     steps: int = 0
@@ -70,8 +78,13 @@ class ClickTraining:
     backprop: str = "all"
     neighbour_mask: float = 0.0
     neighbour_box: float = 0.0
+    click_weight: float = 0.0
+    click_radius: float = 4.0
 
     def __post_init__(self) -> None:
+        if self.click_weight < 0 or self.click_radius <= 0:
+            raise ValueError(f"click_weight must be >= 0 and click_radius > 0, got {self.click_weight}, "
+                             f"{self.click_radius}")
         if self.steps < 0:
             raise ValueError(f"click steps must be >= 0, got {self.steps}")
         if not 0.0 <= self.mask_prompt <= 1.0:
@@ -176,14 +189,35 @@ def simulate_clicks(logits: torch.Tensor, target: torch.Tensor, valid: torch.Ten
     return points, labels
 
 
+def click_weights(points: torch.Tensor, labels: torch.Tensor, size: tuple[int, int] | torch.Size,
+                  weight: float, radius: float) -> torch.Tensor:
+    """(B, 1, *size) per-pixel loss weights: 1, plus ``weight`` within ``radius`` of any click.
+
+    Args:
+        points: (B, N, 2) x, y in the target's frame; labels: (B, N), -1 marks "no click".
+    """
+    h, w = int(size[0]), int(size[1])
+    ys = torch.arange(h, dtype=torch.float32, device=points.device)[:, None]
+    xs = torch.arange(w, dtype=torch.float32, device=points.device)[None, :]
+    near = torch.zeros((points.shape[0], h, w), dtype=torch.bool, device=points.device)
+    for k in range(points.shape[1]):
+        x = points[:, k, 0].float()[:, None, None]
+        y = points[:, k, 1].float()[:, None, None]
+        real = (labels[:, k] >= 0)[:, None, None]
+        near |= real & ((xs - x) ** 2 + (ys - y) ** 2 <= radius * radius)
+    return (1.0 + weight * near.float())[:, None]
+
+
 def interactive_steps(model: Sam, embeddings: torch.Tensor, boxes: torch.Tensor, target: torch.Tensor,
                       valid: torch.Tensor, config: ClickTraining, rng: np.random.RandomState,
-                      neighbour: NeighbourPrompt | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                      neighbour: NeighbourPrompt | None = None,
+                      weights: list[torch.Tensor] | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Run the box step and the click steps; returns the (logits, iou) of each step that carries
     gradient: all ``config.steps + 1`` with ``backprop="all"`` (or under ``torch.no_grad()``), the
     box step and one drawn click step with ``"sampled"``. With ``neighbour`` and
     ``config.neighbour_mask`` > 0 the drawn samples are prompted from their adjacent slice
-    (module docstring)."""
+    (module docstring). With ``weights`` (a list) and ``config.click_weight`` > 0, the loss weight
+    of each returned step is appended to it (module docstring; the box step's is all ones)."""
     carried, rows = None, None
     if neighbour is not None and config.uses_neighbours:
         draw = torch.as_tensor(rng.random_sample(len(boxes)), device=boxes.device)
@@ -199,6 +233,9 @@ def interactive_steps(model: Sam, embeddings: torch.Tensor, boxes: torch.Tensor,
             rows = None
     outputs = [decode_with_masks(model, embeddings, boxes, None, carried, rows)]
     size = target.shape[-2:]
+    weighted = weights is not None and config.click_weight > 0
+    if weighted:
+        weights.append(torch.ones_like(target, dtype=torch.float32))
     scale = model.image_size / size[-1]  # mask frame -> model-input frame (1 when they agree)
     use_mask = rng.random_sample() < config.mask_prompt
     sampled = config.backprop == "sampled" and torch.is_grad_enabled()
@@ -222,4 +259,6 @@ def interactive_steps(model: Sam, embeddings: torch.Tensor, boxes: torch.Tensor,
         previous = out[0]
         if not sampled or step == last:
             outputs.append(out)
+            if weighted:
+                weights.append(click_weights(points / scale, labels, size, config.click_weight, config.click_radius))
     return outputs

@@ -65,12 +65,15 @@ class SegmentationLoss:
     iou_mse: float = 0.0
 
     def __call__(
-        self, logits: torch.Tensor, target: torch.Tensor, iou_pred: torch.Tensor | None = None
+        self, logits: torch.Tensor, target: torch.Tensor, iou_pred: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
+        """``weight``: per-pixel BCE weights broadcastable to the logits (None: all 1)."""
         target = target.to(logits.dtype)
         parts = {
             "dice": soft_dice_loss(logits, target),
-            "bce": F.binary_cross_entropy_with_logits(logits.float(), target.float()),
+            "bce": F.binary_cross_entropy_with_logits(logits.float(), target.float(),
+                                                      weight=None if weight is None else weight.float()),
         }
         total = self.dice * parts["dice"] + self.bce * parts["bce"]
         if self.iou_mse and iou_pred is not None:

@@ -2,7 +2,8 @@
 (:class:`~medsamkit.training.nets.SamNet` or :class:`~medsamkit.training.nets.BaselineNet`).
 
 The decoder's 256 x 256 logits are upsampled (bilinear) to the mask's size S before the loss,
-as MedSAM does at 1024. Validation Dice is per sample on the valid (unpadded) region of the
+as MedSAM does at 1024. A net may return per-pixel loss weights as a third output (click
+training's ``click_weight``); they weight the BCE. Validation Dice is per sample on the valid (unpadded) region of the
 model-input frame, ``logits > 0``, averaged over the samples whose mask or prediction is
 non-empty, and reduced over all processes. Training checkpoints keep only the trained weights
 (the decoder alone in decoder mode, adapters and decoder in LoRA mode) and a hash of the frozen
@@ -65,15 +66,19 @@ class SegmentationModule(L.LightningModule):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits at the mask size (B, 1, S, S) and the IoU predictions (or None)."""
-        logits, iou = self.net(batch)
+        return self._outputs(batch)[:2]
+
+    def _outputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Logits at the mask size, IoU predictions and the net's per-pixel loss weights (or None)."""
+        logits, iou, *extra = self.net(batch)
         size = batch["mask"].shape[-2:]
         if logits.shape[-2:] != size:
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        return logits, iou
+        return logits, iou, (extra[0] if extra else None)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits, iou = self(batch)
-        parts = self.loss(logits, _repeat(batch["mask"], logits), iou)
+        logits, iou, weight = self._outputs(batch)
+        parts = self.loss(logits, _repeat(batch["mask"], logits), iou, weight)
         n = batch["mask"].shape[0]
         self.log("train_loss", parts["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=n, sync_dist=True)
         for key in ("dice", "bce", "iou_mse"):

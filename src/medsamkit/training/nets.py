@@ -20,7 +20,8 @@ Frozen parts stay in eval mode (BatchNorm statistics untouched). With ``automati
 sees no prompt (the prompt encoder's no-prompt embeddings), for single-target tasks. With ``clicks``
 (steps > 0) each training batch runs SAM's interactive loop with simulated protocol clicks
 (:mod:`medsamkit.training.interactive`) and the net returns every step's logits stacked along the
-batch (the module repeats the targets); in eval mode it returns the last click step's. The IoU
+batch (the module repeats the targets), with ``click_weight`` also their per-pixel loss weights as a
+third element; in eval mode it returns the last click step's. The IoU
 head trains only when a loss uses it (``train_iou_head``): a parameter no loss reaches would
 only be decayed by AdamW, and DDP refuses unused trainable parameters.
 """
@@ -100,11 +101,13 @@ class SamNet(nn.Module):
                 self._rng = np.random.RandomState(int(torch.randint(2**31 - 1, ()).item()))
             # validation: the same clicks and mask-prompt choice every epoch
             rng = self._rng if self.training else np.random.RandomState(int(batch["index"][0]))
+            weights: list[torch.Tensor] = []
             steps = interactive_steps(self.model, embeddings, batch["box"], batch["mask"], batch["valid"],
-                                      self.clicks, rng, NeighbourPrompt.from_batch(batch))
+                                      self.clicks, rng, NeighbourPrompt.from_batch(batch), weights=weights)
             if not self.training:  # the score after the last click
                 return steps[-1]
-            return torch.cat([s[0] for s in steps]), torch.cat([s[1] for s in steps])
+            stacked = torch.cat([s[0] for s in steps]), torch.cat([s[1] for s in steps])
+            return (*stacked, torch.cat(weights)) if weights else stacked
         if not self.automatic:
             return self._box_decoder()(embeddings, boxes=batch["box"])
         n = embeddings.shape[0]
