@@ -52,7 +52,8 @@ class ClicksConfig:
         label, without a mask prompt (the box every propagated slice of ``segment VOLUME`` and of a
         3D session's box step gets). Drawn among the samples not drawn for ``neighbour_mask``.
     click_weight: extra BCE weight of the pixels within ``click_radius`` (mask-frame pixels) of each
-        click of a click step (0: none, the default): makes the decoder answer the clicks.
+        click of a click step (0: none, the default): weights the loss towards answering them
+        (docs/refinement.md: on held-out ACDC it answered more clicks but lost more in the box step).
     """
 
     steps: int = 0
