@@ -14,7 +14,6 @@ answer to a click (docs/refinement.md, "Does the decoder answer a click?").
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -65,17 +64,13 @@ def click_response(predictor, vol8: np.ndarray, truth: np.ndarray, steps: int = 
 def run(args: argparse.Namespace) -> dict:
     import torch
 
-    import medsamkit
     from medsamkit.io.volume import read_volume
     from medsamkit.preprocessing.intensity import PercentileClip
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    models = dict(m.split("=", 1) for m in args.model) if args.model else {"zero-shot": "litemedsam"}
     results: dict = {"steps": args.steps, "models": {}}
-    for name, source in models.items():
-        predictor = medsamkit.load(checkpoint=source) if Path(source).is_file() else medsamkit.load(source)
-        predictor, cache = bench.memo_predictor(predictor, args.embedding_cache)
+    for name, source, predictor, cache in bench.study_models(args):
         per_label: dict = {}
         cases = []
         for _, case in bench._cases(args):
@@ -106,32 +101,13 @@ def print_table(results: dict) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--datasets", nargs="+", default=["acdc-mr"], choices=bench.DATASETS)
-    p.add_argument("--cases", nargs="+", help="only these case ids")
-    p.add_argument("--split-val", help="a split file: only its 'val' cases (with --cases: both)")
-    p.add_argument("--model", action="append", metavar="NAME=SOURCE",
-                   help="a registry model name or a checkpoint file (repeatable; default zero-shot=litemedsam)")
+    p = bench.slice_study_parser(__doc__)
     p.add_argument("--steps", type=int, default=5, help="clicks after the box")
-    p.add_argument("--embedding-cache", type=Path, default=None, help="slice embeddings kept on disk here")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", type=Path, default=None, help="also write the per-slice Dice as JSON")
     return p
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    if not bench.VOLUMES.is_dir():
-        print(f"skipped: {bench.VOLUMES} not found (the shared data is not on this machine)")
-        return 0
-    results = run(args)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=1), encoding="utf-8")
-        tmp.replace(args.out)
-    print_table(results)
-    return 0
+    return bench.slice_study_main(parser().parse_args(argv), run, print_table)
 
 
 if __name__ == "__main__":

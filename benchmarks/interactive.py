@@ -175,6 +175,44 @@ def _save(results: dict, out: Path) -> None:
     os.replace(tmp, out)
 
 
+def slice_study_parser(doc: str) -> argparse.ArgumentParser:
+    """The options of the per-slice 2D studies that reuse these volumes (box_margin.py,
+    click_response.py): cases, models, embedding cache, threads and ``--out``."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--datasets", nargs="+", default=["acdc-mr"], choices=DATASETS)
+    p.add_argument("--cases", nargs="+", help="only these case ids")
+    p.add_argument("--split-val", help="a split file: only its 'val' cases (with --cases: both)")
+    p.add_argument("--model", action="append", metavar="NAME=SOURCE",
+                   help="a registry model name or a checkpoint file (repeatable; default zero-shot=litemedsam)")
+    p.add_argument("--embedding-cache", type=Path, default=None, help="slice embeddings kept on disk here")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, default=None, help="also write the per-slice results as JSON")
+    return p
+
+
+def study_models(args: argparse.Namespace):
+    """(name, source, predictor, in-memory embedding cache) of each ``--model`` of a per-slice study."""
+    import medsamkit
+
+    models = dict(m.split("=", 1) for m in args.model) if args.model else {"zero-shot": "litemedsam"}
+    for name, source in models.items():
+        predictor = medsamkit.load(checkpoint=source) if Path(source).is_file() else medsamkit.load(source)
+        yield (name, source, *memo_predictor(predictor, args.embedding_cache))
+
+
+def slice_study_main(args: argparse.Namespace, run, print_table) -> int:
+    """Run a per-slice study (``run(args) -> results``), save ``--out`` and print its table; skip
+    cleanly without the shared data."""
+    if not VOLUMES.is_dir():
+        print(f"skipped: {VOLUMES} not found (the shared data is not on this machine)")
+        return 0
+    results = run(args)
+    if args.out is not None:
+        _save(results, args.out)
+    print_table(results)
+    return 0
+
+
 def _cases(args):
     from medsamkit.data.layouts import read_dataset
 
