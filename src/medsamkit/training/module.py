@@ -3,8 +3,8 @@
 
 The decoder's 256 x 256 logits are upsampled (bilinear) to the mask's size S before the loss,
 as MedSAM does at 1024. A net may return per-pixel loss weights as a third output (click
-training's ``click_weight``); they weight the BCE. Validation Dice is per sample on the valid (unpadded) region of the
-model-input frame, ``logits > 0``, averaged over the samples whose mask or prediction is
+training's ``click_weight``); they weight the BCE. Validation Dice is per sample on the valid
+(unpadded) region of the model-input frame, ``logits > 0``, averaged over the samples whose mask or prediction is
 non-empty, and reduced over all processes. Training checkpoints keep only the trained weights
 (the decoder alone in decoder mode, adapters and decoder in LoRA mode) and a hash of the frozen
 ones, so resuming onto other base weights is refused.
