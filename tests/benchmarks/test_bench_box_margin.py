@@ -6,25 +6,13 @@ box takes in the outer label's bright pixels too, a box inside it loses its bord
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-import medsamkit
-from medsamkit.io.geometry import Geometry
-from medsamkit.io.volume import write_volume
+from bench_helpers import fake_volumes, import_benchmark
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "inference"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-try:
-    import box_margin
-    from stub_predictor import StubPredictor
-finally:
-    sys.path.remove(str(ROOT / "benchmarks"))
-    sys.path.remove(str(ROOT / "tests" / "inference"))
+box_margin, StubPredictor = import_benchmark("box_margin")
 
 
 def nested() -> tuple[np.ndarray, np.ndarray]:
@@ -57,13 +45,7 @@ def test_margin_dice_per_label_and_margin():
 def test_the_script_writes_a_table_and_json(tmp_path, monkeypatch, capsys):
     pytest.importorskip("nibabel")
     image, truth = nested()
-    root = tmp_path / "volumes" / "acdc-mr"
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    write_volume(root / "imagesTr" / "patient999_frame01_0000.nii.gz", image.astype(np.float32), Geometry.identity())
-    write_volume(root / "labelsTr" / "patient999_frame01.nii.gz", truth, Geometry.identity(), mask=True)
-    monkeypatch.setattr(box_margin.bench, "VOLUMES", tmp_path / "volumes")
-    monkeypatch.setattr(medsamkit, "load", lambda *a, **k: StubPredictor())
+    fake_volumes(monkeypatch, box_margin.bench, tmp_path / "volumes", image, truth, stub=StubPredictor)
     out = tmp_path / "margin.json"
     assert box_margin.main(["--model", "stub=litemedsam", "--grows", "0", "3", "--out", str(out)]) == 0
     printed = capsys.readouterr().out

@@ -6,25 +6,13 @@ label's box takes in the core, one background click in the core removes it."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-import medsamkit
-from medsamkit.io.geometry import Geometry
-from medsamkit.io.volume import write_volume
+from bench_helpers import fake_volumes, import_benchmark
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "inference"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-try:
-    import click_response
-    from stub_predictor import StubPredictor
-finally:
-    sys.path.remove(str(ROOT / "benchmarks"))
-    sys.path.remove(str(ROOT / "tests" / "inference"))
+click_response, StubPredictor = import_benchmark("click_response")
 
 
 def nested() -> tuple[np.ndarray, np.ndarray]:
@@ -52,13 +40,7 @@ def test_a_background_click_in_the_core_fixes_the_block_and_is_satisfied():
 def test_the_script_writes_a_table_and_json(tmp_path, monkeypatch, capsys):
     pytest.importorskip("nibabel")
     image, truth = nested()
-    root = tmp_path / "volumes" / "acdc-mr"
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    write_volume(root / "imagesTr" / "patient999_frame01_0000.nii.gz", image.astype(np.float32), Geometry.identity())
-    write_volume(root / "labelsTr" / "patient999_frame01.nii.gz", truth, Geometry.identity(), mask=True)
-    monkeypatch.setattr(click_response.bench, "VOLUMES", tmp_path / "volumes")
-    monkeypatch.setattr(medsamkit, "load", lambda *a, **k: StubPredictor())
+    fake_volumes(monkeypatch, click_response.bench, tmp_path / "volumes", image, truth, stub=StubPredictor)
     out = tmp_path / "clicks.json"
     assert click_response.main(["--model", "stub=litemedsam", "--steps", "2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out

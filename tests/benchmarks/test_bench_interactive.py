@@ -10,28 +10,17 @@ the first object wins the tie) to label 1.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from bench_helpers import fake_volumes, import_benchmark
 
 import medsamkit
 from medsamkit.choices import DEFAULT_OVERLAP, OVERLAP_RULES
 from medsamkit.evaluation.interactive import protocol_prompt
 from medsamkit.inference.session3d import Session3D
-from medsamkit.io.geometry import Geometry
-from medsamkit.io.volume import write_volume
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "inference"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-try:
-    import interactive as bench
-    from stub_predictor import StubPredictor
-finally:
-    sys.path.remove(str(ROOT / "benchmarks"))
-    sys.path.remove(str(ROOT / "tests" / "inference"))
+bench, StubPredictor = import_benchmark("interactive")
 
 
 def nested() -> tuple[np.ndarray, np.ndarray]:
@@ -86,14 +75,7 @@ def test_the_option_defaults_to_the_library_rule_and_rejects_others():
 def acdc_like(tmp_path, monkeypatch):
     """A one-case acdc-mr folder (nnU-Net layout, no dataset.json) and a stub in place of the model."""
     image, truth = nested()
-    root = tmp_path / "volumes"
-    geometry = Geometry.identity()
-    (root / "acdc-mr" / "imagesTr").mkdir(parents=True)
-    (root / "acdc-mr" / "labelsTr").mkdir()
-    write_volume(root / "acdc-mr" / "imagesTr" / "patient999_frame01_0000.nii.gz", image, geometry)
-    write_volume(root / "acdc-mr" / "labelsTr" / "patient999_frame01.nii.gz", truth, geometry, mask=True)
-    monkeypatch.setattr(bench, "VOLUMES", root)
-    monkeypatch.setattr(medsamkit, "load", lambda *a, **k: StubPredictor())
+    fake_volumes(monkeypatch, bench, tmp_path / "volumes", image, truth, stub=StubPredictor)
     return tmp_path
 
 
