@@ -13,8 +13,11 @@ from medsamkit.training.augment import (
     BoxJitter,
     RandomAffine,
     RandomIntensity,
+    WarpRanges,
     build_augmenter,
     flip_sample,
+    is_warp,
+    variant_sample,
 )
 
 
@@ -84,3 +87,44 @@ def test_build_augmenter_is_reproducible(sample):
     a = aug(sample, np.random.default_rng(7))
     b = aug(sample, np.random.default_rng(7))
     assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask) and a.box == b.box
+
+
+def test_warp_variant_is_fixed_per_image_and_shared_by_its_labels(sample):
+    ranges = WarpRanges(rotate_deg=20, scale=0.15, intensity=0.2)
+    first = variant_sample(sample, "warp1", "case1\x000", ranges)
+    assert first is not None and _padding_is_zero(first)
+    again = variant_sample(sample, "warp1", "case1\x000", ranges)
+    assert np.array_equal(first.image, again.image) and np.array_equal(first.mask, again.mask)
+    # another label of the same image (the mask's complement in the valid region) gets the same image
+    h, w = sample.valid_size
+    other_mask = np.zeros_like(sample.mask)
+    other_mask[:h, :w] = 1 - sample.mask[:h, :w]
+    other = variant_sample(dataclasses.replace(sample, mask=other_mask, label=2), "warp1", "case1\x000", ranges)
+    assert other is not None and np.array_equal(other.image, first.image)
+    # another variant or another image draws another warp
+    assert not np.array_equal(variant_sample(sample, "warp2", "case1\x000", ranges).image, first.image)
+    assert not np.array_equal(variant_sample(sample, "warp1", "case1\x001", ranges).image, first.image)
+
+
+def test_warp_variant_moves_image_mask_and_box_together(sample):
+    moved = variant_sample(sample, "warp3", "key", WarpRanges(rotate_deg=25, scale=0.2, intensity=0.2))
+    assert moved is not None and not np.array_equal(moved.mask, sample.mask)
+    assert np.allclose(moved.box, _mask_box(moved))
+    h, w = moved.valid_size
+    inside = moved.image[moved.mask > 0].mean()
+    outside = moved.image[:h, :w][moved.mask[:h, :w] == 0].mean()
+    assert inside > outside + 50
+
+
+def test_warp_variant_that_loses_the_target_is_none_and_names_are_checked(sample):
+    h, w = sample.valid_size
+    corner = np.zeros_like(sample.mask)
+    corner[:2, :2] = 1  # a rotation about the centre takes a corner target out of view
+    lost = dataclasses.replace(sample, mask=corner, box=(0.0, 0.0, 1.0, 1.0))
+    results = [variant_sample(lost, f"warp{k}", "key", WarpRanges(rotate_deg=40, scale=0.0, intensity=0.0))
+               for k in range(1, 6)]
+    assert all(r is None for r in results)
+    assert variant_sample(sample, "none", "key") is sample
+    assert np.array_equal(variant_sample(sample, "vflip", "key").mask, flip_sample(sample, "vflip").mask)
+    assert is_warp("warp1") and is_warp("warp12")
+    assert not any(is_warp(v) for v in ("warp", "warp0", "warpx", "hflip"))

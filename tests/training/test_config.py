@@ -123,3 +123,10 @@ def test_click_training_click_weight_is_off_by_default_and_validated():
         load_config([], ["--model.clicks.click_weight", "-1"])
     with pytest.raises(InputError, match="model.clicks.click_radius must be > 0"):
         load_config([], ["--model.clicks.click_radius", "0"])
+
+
+def test_embedding_warps_are_off_by_default_and_validated():
+    assert load_config().data.embedding_warps == 0
+    assert load_config([], ["--data.embedding_warps", "4"]).data.embedding_warps == 4
+    with pytest.raises(InputError, match="data.embedding_warps must be >= 0"):
+        load_config([], ["--data.embedding_warps", "-1"])

@@ -11,7 +11,7 @@ import torch
 from training_fixtures import make_samples
 
 from medsamkit.data.samples import Sample
-from medsamkit.training.augment import BoxJitter, flip_sample
+from medsamkit.training.augment import BoxJitter, WarpRanges, flip_sample, variant_sample
 from medsamkit.training.datasets import EmbeddingDataset, grown_box, slice_neighbours
 
 
@@ -90,3 +90,39 @@ def test_the_neighbour_box_is_jittered_like_the_sample_box():
     assert len(boxes) > 1
     for x0, y0, x1, y1 in boxes:  # pushed outward only
         assert x0 <= exact[0] and y0 <= exact[1] and x1 >= exact[2] and y1 >= exact[3]
+
+
+class _WarpedEmbeddings(_Embeddings):
+    """The stand-in with one warp variant; every sample its own image."""
+
+    variants = ("none", "warp1")
+    warp = WarpRanges(rotate_deg=30, scale=0.1, intensity=0.1)
+
+    def image_key(self, index: int) -> str:
+        return f"image{index}"
+
+
+def test_a_warp_variant_moves_the_mask_with_its_image_and_falls_back_when_the_target_is_lost():
+    samples = _volume_samples()
+    corner = np.zeros_like(samples[0].mask)
+    corner[:2, :2] = 1  # lost by any rotation about the centre
+    samples[2] = dataclasses.replace(samples[2], mask=corner, box=(0.0, 0.0, 1.0, 1.0))
+    cache = _WarpedEmbeddings()
+    dataset = EmbeddingDataset(samples, cache, random_variant=True, neighbours=True)
+    torch.manual_seed(0)
+    variants = set()
+    for _ in range(12):
+        item = dataset[1]
+        variant = int(item["embedding"][0, 0, 0].item()) - 10
+        variants.add(variant)
+        expected = variant_sample(samples[1], "warp1", "image1", cache.warp) if variant else samples[1]
+        assert np.array_equal(item["mask"][0].numpy(), expected.mask)
+        assert item["box"].tolist() == list(expected.box)
+        if variant and item["has_neighbour"].item():  # the neighbour is warped as this sample's image
+            neighbour = item["neighbour_mask"][0].numpy()
+            assert any(np.array_equal(neighbour, variant_sample(samples[j], "warp1", "image1", cache.warp, 0.0).mask)
+                       for j in (0, 2) if variant_sample(samples[j], "warp1", "image1", cache.warp, 0.0) is not None)
+        lost = dataset[2]
+        assert int(lost["embedding"][0, 0, 0].item()) == 20  # the plain image's embedding
+        assert np.array_equal(lost["mask"][0].numpy(), corner)
+    assert variants == {0, 1}

@@ -14,7 +14,7 @@ from training_fixtures import TinyGeometry, make_samples, synthetic_image, tiny_
 
 from medsamkit.errors import MedsamkitError
 from medsamkit.preprocessing.geometry import SAMGeometry
-from medsamkit.training.augment import flip_sample
+from medsamkit.training.augment import WarpRanges, flip_sample, variant_sample
 from medsamkit.training.embedding_cache import EmbeddingCacheSpec, embedding_cache, index_source
 
 
@@ -116,6 +116,33 @@ def test_flip_variants(tmp_path, encoder, samples):
         direct = encoder.encoder(TinyGeometry().normalise(flipped.image[:h, :w]))[0]
     assert torch.allclose(cache.get(1, variant=1), direct, atol=1e-5)
     assert not torch.allclose(cache.get(1, variant=0), direct, atol=1e-2)
+
+
+def test_warp_variants_encode_each_image_warped_once(tmp_path, encoder, samples):
+    ranges = WarpRanges(rotate_deg=20, scale=0.1, intensity=0.1)
+    two_labels = [samples[0], dataclasses.replace(samples[0], mask=1 - samples[0].mask, label=2), samples[1]]
+    cache = embedding_cache(two_labels, encoder, TinyGeometry(),
+                            _spec(tmp_path, dtype="float32", variants=("hflip", "warp1", "warp2"), warp=ranges))
+    assert cache.variants == ("none", "hflip", "warp1", "warp2") and encoder.images == 8
+    assert cache.image_key(0) == cache.image_key(1) != cache.image_key(2)
+    warped = variant_sample(samples[1], "warp2", cache.image_key(2), ranges)
+    h, w = warped.valid_size
+    with torch.no_grad():
+        direct = encoder.encoder(TinyGeometry().normalise(warped.image[:h, :w]))[0]
+    assert torch.allclose(cache.get(2, variant=3), direct, atol=1e-5)
+    assert not torch.allclose(cache.get(2, variant=2), direct, atol=1e-2)
+    # the warp ranges are part of the key once there are warps, and only then
+    encoder.images = 0
+    other = embedding_cache(two_labels, encoder, TinyGeometry(), _spec(
+        tmp_path, dtype="float32", variants=("hflip", "warp1", "warp2"), warp=WarpRanges(rotate_deg=5)))
+    assert encoder.images == 8 and other.folder != cache.folder
+    plain = embedding_cache(two_labels, encoder, TinyGeometry(), _spec(tmp_path, dtype="float32", variants=("hflip",)))
+    encoder.images = 0
+    same = embedding_cache(two_labels, encoder, TinyGeometry(),
+                           _spec(tmp_path, dtype="float32", variants=("hflip",), warp=ranges))
+    assert encoder.images == 0 and same.folder == plain.folder
+    with pytest.raises(ValueError, match="warpK"):
+        embedding_cache(two_labels, encoder, TinyGeometry(), _spec(tmp_path, variants=("warp0",)))
 
 
 def test_interrupted_build_resumes(tmp_path, samples):

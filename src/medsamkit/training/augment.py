@@ -8,14 +8,19 @@ transformed mask; a transform that would lose the target is skipped. Intensity c
 contrast, brightness and gamma: the min-max normalisation of LiteMedSAM and MedSAM undoes the
 affine part, the gamma survives it.
 
-With cached image embeddings (decoder mode) the image never reaches the encoder again, so
-geometric and intensity augmentation are impossible there; flips can be cached as extra
-embeddings (``data.embedding_flips``) and :func:`flip_sample` is what builds those variants.
+With cached image embeddings (decoder mode) the image never reaches the encoder again, so random
+augmentation at each step is impossible there. Instead a fixed number of transformed copies of each
+image are encoded once as extra cache variants, and each training step draws one:
+- flips (``data.embedding_flips``, :func:`flip_sample`);
+- warps (``data.embedding_warps``, :func:`variant_sample`): a rotation, scaling and intensity
+  change drawn from ``data.augment``'s ranges, fixed per image and variant. Every label of a slice
+  shares that slice's embedding, so the draw is seeded by the image's key, not by the sample.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -58,6 +63,34 @@ class RandomFlip:
         return flip_sample(sample, self.axis) if rng.random() < self.p else sample
 
 
+def _affine(sample: Sample, angle: float, scale: float, min_kept: float) -> Sample | None:
+    """Rotate by ``angle`` degrees and scale by ``scale`` about the centre of the valid region (image
+    linear, mask nearest, the box from the moved mask); None when less than ``min_kept`` of the
+    (scaled) target stays in view."""
+    if angle == 0 and scale == 1:
+        return sample
+    h, w = sample.valid_size
+    matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, scale)
+    region = sample.mask[:h, :w]
+    moved = cv2.warpAffine(region, matrix, (w, h), flags=cv2.INTER_NEAREST, borderValue=0)
+    box = box_from_mask(moved, min_component=0)
+    if box is None or moved.sum() < min_kept * scale * scale * max(int(region.sum()), 1):
+        return None
+    image, mask = sample.image.copy(), sample.mask.copy()
+    image[:h, :w] = cv2.warpAffine(sample.image[:h, :w], matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
+    mask[:h, :w] = moved
+    return dataclasses.replace(sample, image=image, mask=mask, box=tuple(float(v) for v in box))
+
+
+def _intensity(sample: Sample, contrast: float, brightness: float, gamma: float) -> Sample:
+    h, w = sample.valid_size
+    region = sample.image[:h, :w].astype(np.float32) / 255.0
+    region = np.clip(region * contrast + brightness, 0, 1) ** gamma
+    image = sample.image.copy()
+    image[:h, :w] = np.round(region * 255).astype(np.uint8)
+    return dataclasses.replace(sample, image=image)
+
+
 @dataclass(frozen=True)
 class RandomAffine:
     """Rotate by up to ``max_degrees`` and scale by up to ``1 +/- max_scale`` about the centre of
@@ -70,19 +103,8 @@ class RandomAffine:
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         angle = float(rng.uniform(-self.max_degrees, self.max_degrees))
         scale = float(rng.uniform(1 - self.max_scale, 1 + self.max_scale))
-        if angle == 0 and scale == 1:
-            return sample
-        h, w = sample.valid_size
-        matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, scale)
-        region = sample.mask[:h, :w]
-        moved = cv2.warpAffine(region, matrix, (w, h), flags=cv2.INTER_NEAREST, borderValue=0)
-        box = box_from_mask(moved, min_component=0)
-        if box is None or moved.sum() < self.min_kept * scale * scale * max(int(region.sum()), 1):
-            return sample
-        image, mask = sample.image.copy(), sample.mask.copy()
-        image[:h, :w] = cv2.warpAffine(sample.image[:h, :w], matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
-        mask[:h, :w] = moved
-        return dataclasses.replace(sample, image=image, mask=mask, box=tuple(float(v) for v in box))
+        moved = _affine(sample, angle, scale, self.min_kept)
+        return sample if moved is None else moved
 
 
 @dataclass(frozen=True)
@@ -93,14 +115,45 @@ class RandomIntensity:
     strength: float = 0.1
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        h, w = sample.valid_size
         contrast, brightness = 1 + rng.uniform(-self.strength, self.strength), rng.uniform(-self.strength, self.strength)
         gamma = math.exp(rng.uniform(-self.strength, self.strength))
-        region = sample.image[:h, :w].astype(np.float32) / 255.0
-        region = np.clip(region * contrast + brightness, 0, 1) ** gamma
-        image = sample.image.copy()
-        image[:h, :w] = np.round(region * 255).astype(np.uint8)
-        return dataclasses.replace(sample, image=image)
+        return _intensity(sample, contrast, brightness, gamma)
+
+
+@dataclass(frozen=True)
+class WarpRanges:
+    """The ranges cached warp variants are drawn from (``data.augment``'s ``rotate_deg``, ``scale``
+    and ``intensity``)."""
+
+    rotate_deg: float = 10.0
+    scale: float = 0.1
+    intensity: float = 0.1
+
+
+def is_warp(variant: str) -> bool:
+    """A cached warp variant's name: ``warp1``, ``warp2``, ..."""
+    return variant.startswith("warp") and variant[4:].isdigit() and int(variant[4:]) > 0
+
+
+def variant_sample(sample: Sample, variant: str, image_key: str, warp: WarpRanges | None = None,
+                   min_kept: float = 0.5) -> Sample | None:
+    """``sample`` as the cache variant ``variant`` shows it: ``none``, a flip, or ``warpK``, the K-th
+    warp of the image ``image_key`` (the same rotation, scaling and intensity change for every sample
+    of that image). None when a warp loses the target (the caller uses the plain image instead);
+    ``min_kept=0`` keeps any warp whose mask is not empty."""
+    if variant == "none":
+        return sample
+    if not is_warp(variant):
+        return flip_sample(sample, variant)
+    ranges = warp or WarpRanges()
+    seed = int.from_bytes(hashlib.sha256(f"{image_key}\0{variant}".encode()).digest()[:8], "little")
+    rng = np.random.default_rng(seed)
+    angle = float(rng.uniform(-ranges.rotate_deg, ranges.rotate_deg))
+    scale = float(rng.uniform(1 - ranges.scale, 1 + ranges.scale))
+    s = ranges.intensity
+    contrast, brightness, gamma = 1 + rng.uniform(-s, s), rng.uniform(-s, s), math.exp(rng.uniform(-s, s))
+    moved = _affine(sample, angle, scale, min_kept)
+    return None if moved is None else _intensity(moved, contrast, brightness, gamma)
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,8 @@ class AugmentConfig:
 
     Probabilities ``hflip``/``vflip``; ``rotate_deg`` and ``scale`` are maximum magnitudes
     (0 switches them off); ``intensity`` the maximum brightness/contrast change (fraction).
-    With cached embeddings (decoder mode) only ``data.embedding_flips`` apply.
+    With cached embeddings (decoder mode) the ranges apply only to ``data.embedding_warps``, the
+    warped copies of each image encoded once.
     """
 
     hflip: float = 0.5
@@ -125,6 +126,9 @@ class DataConfig:
         to ~4e-6).
     embedding_flips: extra cached variants, any of ``hflip``, ``vflip`` (flip augmentation in
         decoder mode; each costs one more encoder pass per image).
+    embedding_warps: N more cached variants, each image rotated, scaled and changed in intensity
+        within ``augment``'s ranges (one fixed draw per image and variant; one more encoder pass
+        per image each). A training step draws one of all the variants for each sample.
     max_train_samples / max_val_samples: use only the first N (quick runs).
     clip_length: SAM2-family models: frames per training clip, consecutive slices of one label
         of one volume starting on a slice where it is present (2D samples are single frames).
@@ -145,6 +149,7 @@ class DataConfig:
     embedding_dtype: str = "float16"
     embedding_backend: str = "auto"
     embedding_flips: list[str] = field(default_factory=list)
+    embedding_warps: int = 0
     max_train_samples: int | None = None
     max_val_samples: int | None = None
     clip_length: int = 8
@@ -438,6 +443,9 @@ def _check_choices(config: Any, origin: dict[str, str], prefix: str) -> None:
         bad("embedding_backend", config.embedding_backend, ("auto", "torch", "onnx", "openvino"))
         for flip in config.embedding_flips:
             bad("embedding_flips", flip, ("hflip", "vflip"))
+        if config.embedding_warps < 0:
+            raise InputError(_source(origin, prefix + "embedding_warps"),
+                             f"{prefix}embedding_warps must be >= 0; got {config.embedding_warps}")
         bad("prompt", config.prompt, ("box", "click"))
         for key in ("clip_length", "prompt_every"):
             if getattr(config, key) < (1 if key == "clip_length" else 0):

@@ -6,7 +6,7 @@ modes) or ``embedding`` (256, 64, 64) float (cached-embedding mode); ``mask`` (1
 inside the padded square; ``index`` the sample's index. With ``EmbeddingDataset(neighbours=True)``
 also ``neighbour_mask`` (1, S, S), ``neighbour_box`` (4,) and ``has_neighbour`` (bool): an adjacent
 slice of the sample's label in the same volume, drawn at random among the two (see
-:func:`slice_neighbours`), flipped with the sample, and the box a 3D propagation would take from it.
+:func:`slice_neighbours`), flipped or warped with the sample, and the box a 3D propagation would take from it.
 
 Random draws (augmentation, box jitter, flip variant) come from a generator seeded by the global
 torch RNG, which Lightning's ``seed_everything(workers=True)`` makes reproducible in the main
@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from ..data.samples import Sample, SampleSource
 from ..preprocessing.geometry import ModelGeometry
-from .augment import Transform, flip_sample
+from .augment import Transform, is_warp, variant_sample
 from .embedding_cache import EmbeddingCache, _cache_records
 
 #: LiteMedSAM's propagation grows the previous slice's mask box by this many model-input pixels
@@ -108,8 +108,8 @@ class ImageDataset(Dataset):
 
 
 class EmbeddingDataset(Dataset):
-    """Samples with their cached image embedding; with ``random_variant`` a cached flip is drawn
-    uniformly (mask and box flipped to match) before ``transform`` (the box jitter). With
+    """Samples with their cached image embedding; with ``random_variant`` a cached variant (flip or
+    warp) is drawn uniformly (mask and box moved to match) before ``transform`` (the box jitter). With
     ``neighbours`` each item also brings an adjacent slice's mask and propagation box (module
     docstring; the box is jittered by ``transform`` too)."""
 
@@ -128,7 +128,11 @@ class EmbeddingDataset(Dataset):
         rng = _rng()
         variant = int(rng.integers(len(self.cache.variants))) if self.random_variant else 0
         if variant:
-            sample = flip_sample(sample, self.cache.variants[variant])
+            shown = self._variant(sample, variant, index)
+            if shown is None:  # a warp that loses this target: the plain image
+                variant = 0
+            else:
+                sample = shown
         if self.transform is not None:
             sample = self.transform(sample, rng)
         item = _targets(sample, index)
@@ -137,12 +141,18 @@ class EmbeddingDataset(Dataset):
             item.update(self._neighbour(index, variant, sample, rng))
         return item
 
+    def _variant(self, sample: Sample, variant: int, index: int, min_kept: float = 0.5) -> Sample | None:
+        name = self.cache.variants[variant]
+        if not is_warp(name):
+            return variant_sample(sample, name, "")
+        return variant_sample(sample, name, self.cache.image_key(index), self.cache.warp, min_kept)
+
     def _neighbour(self, index: int, variant: int, sample: Sample, rng: np.random.Generator
                    ) -> dict[str, torch.Tensor]:
         choices = self.neighbours[index]  # type: ignore[index]
         other = self.source[choices[int(rng.integers(len(choices)))]] if choices else None
-        if other is not None and variant:
-            other = flip_sample(other, self.cache.variants[variant])
+        if other is not None and variant:  # warped as the sample's own image (its key)
+            other = self._variant(other, variant, index, min_kept=0.0)
         box = grown_box(other.mask) if other is not None else None
         if other is None or box is None:
             return {"neighbour_mask": torch.zeros((1, *sample.mask.shape)),

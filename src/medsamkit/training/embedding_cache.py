@@ -3,8 +3,8 @@ and runs (decoder-only fine-tuning touches only the mask decoder).
 
 A cache is a folder ``<root>/<key>/`` holding ``embeddings.npy``, a (V, N, 256, 64, 64) array
 (the encoder output's shape)
-(V variants: the image as is, then any cached flips; N distinct images, so several labels of one
-slice share a row), ``filled.npy`` (which rows are done: an interrupted build resumes) and
+(V variants: the image as is, then any cached flips and warps (:func:`~medsamkit.training.augment.variant_sample`);
+N distinct images, so several labels of one slice share a row), ``filled.npy`` (which rows are done: an interrupted build resumes) and
 ``meta.json`` (written last). The key hashes everything the embeddings depend on: the image
 encoder's weights, the geometry family and input size, the storage dtype, the variants and the
 samples themselves: the pixels of each model-input image (the checksum ``medsamkit preprocess``
@@ -16,6 +16,7 @@ embeddings, and ``preprocess --overwrite`` removes the old ones (``<cache>/embed
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -34,7 +35,7 @@ from ..data.samples import SampleSource
 from ..errors import MedsamkitError
 from ..io.writers import atomic_output
 from ..preprocessing.geometry import ModelGeometry
-from .augment import flip_sample
+from .augment import WarpRanges, is_warp, variant_sample
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +117,17 @@ class EmbeddingCache:
     """A finished cache opened read-only: ``cache.get(sample_index, variant)`` -> (C, h, w) float32
     ((256, 64, 64) for every SAM-family model)."""
 
-    def __init__(self, folder: Path, index: SourceIndex, variants: tuple[str, ...]) -> None:
+    def __init__(self, folder: Path, index: SourceIndex, variants: tuple[str, ...],
+                 warp: WarpRanges | None = None) -> None:
         self.folder = folder
         self.index = index
         self.variants = variants
+        self.warp = warp  # the ranges the warp variants were drawn from
         self.array = np.load(folder / "embeddings.npy", mmap_mode="r")
+
+    def image_key(self, sample_index: int) -> str:
+        """The key of the image a sample's embedding row holds (seeds its warp variants)."""
+        return self.index.image_keys[self.index.rows[sample_index]]
 
     def __len__(self) -> int:
         return len(self.index.rows)
@@ -145,7 +152,8 @@ class EmbeddingCacheSpec:
 
     root: Path
     dtype: str = "float16"
-    variants: tuple[str, ...] = ()  # extra flips: "hflip", "vflip"
+    variants: tuple[str, ...] = ()  # extra flips "hflip", "vflip" and warps "warp1", "warp2", ...
+    warp: WarpRanges | None = None  # the ranges warps are drawn from (needed with warp variants)
     batch_size: int = 8
     progress: bool = True
     backend: str = "torch"  # "onnx" / "openvino": ONNX Runtime / OpenVINO fp32 on the CPU (faster, same numbers
@@ -167,9 +175,12 @@ def resolve_backend(backend: str, device: str | torch.device) -> str:
 
 
 def cache_key(encoder_hash: str, geometry: ModelGeometry, index: SourceIndex, spec: EmbeddingCacheSpec) -> str:
-    return _digest({"version": FORMAT_VERSION, "encoder": encoder_hash, "family": geometry.family,
-                    "input_size": geometry.input_size, "samples": index.fingerprint, "dtype": spec.dtype,
-                    "variants": ["none", *spec.variants], "backend": spec.backend})[:24]
+    fields = {"version": FORMAT_VERSION, "encoder": encoder_hash, "family": geometry.family,
+              "input_size": geometry.input_size, "samples": index.fingerprint, "dtype": spec.dtype,
+              "variants": ["none", *spec.variants], "backend": spec.backend}
+    if any(is_warp(v) for v in spec.variants):  # only then: caches without warps keep their keys
+        fields["warp"] = dataclasses.asdict(spec.warp or WarpRanges())
+    return _digest(fields)[:24]
 
 
 def _first_samples(source: SampleSource, index: SourceIndex) -> list[int]:
@@ -208,8 +219,9 @@ def _fill(source: SampleSource, encoder: nn.Module, geometry: ModelGeometry, ind
             tensors = []
             for v, r in chunk:
                 sample = source[sample_of_row[r]]
-                if variants[v] != "none":
-                    sample = flip_sample(sample, variants[v])
+                if variants[v] != "none":  # the image's variant, whatever its labels (a full mask)
+                    full = dataclasses.replace(sample, mask=np.ones_like(sample.mask))
+                    sample = variant_sample(full, variants[v], index.image_keys[r], spec.warp, min_kept=0.0)
                 h, w = sample.valid_size
                 tensors.append(geometry.normalise(sample.image[:h, :w]))
             if runner is None:
@@ -255,9 +267,9 @@ def embedding_cache(source: SampleSource, encoder: nn.Module, geometry: ModelGeo
         build: False only opens (ranks other than the one that built it); a missing cache
             then raises :class:`~medsamkit.errors.MedsamkitError`.
     """
-    for flip in spec.variants:
-        if flip not in ("hflip", "vflip"):
-            raise ValueError(f"unknown embedding variant {flip!r} (hflip or vflip)")
+    for variant in spec.variants:
+        if variant not in ("hflip", "vflip") and not is_warp(variant):
+            raise ValueError(f"unknown embedding variant {variant!r} (hflip, vflip or warpK)")
     spec = replace(spec, backend=resolve_backend(spec.backend, device))
     index = index_source(source)
     key = cache_key(encoder_fingerprint(encoder), geometry, index, spec)
@@ -276,9 +288,9 @@ def embedding_cache(source: SampleSource, encoder: nn.Module, geometry: ModelGeo
             tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     else:
         log.info("reusing the image embeddings in %s", folder)
-    return EmbeddingCache(folder, index, ("none", *spec.variants))
+    return EmbeddingCache(folder, index, ("none", *spec.variants), spec.warp)
 
 
-def variant_names(flips: Sequence[str]) -> tuple[str, ...]:
-    """Validated, de-duplicated flip variants in a stable order."""
-    return tuple(f for f in ("hflip", "vflip") if f in set(flips))
+def variant_names(flips: Sequence[str], warps: int = 0) -> tuple[str, ...]:
+    """Validated, de-duplicated flip variants in a stable order, then ``warps`` warp variants."""
+    return (*(f for f in ("hflip", "vflip") if f in set(flips)), *(f"warp{k}" for k in range(1, warps + 1)))

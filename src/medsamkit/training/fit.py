@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..models.baselines import BASELINES, build_baseline
 from ..models.registry import get_spec
 from ..preprocessing.geometry import ModelGeometry, geometry_for
-from .augment import build_augmenter
+from .augment import WarpRanges, build_augmenter
 from .config import FitConfig
 from .datamodule import DataSources, LoaderSettings, SampleDataModule
 from .datasets import head
@@ -205,8 +205,10 @@ def build_datamodule(config: FitConfig, net: nn.Module, geometry: ModelGeometry,
                               cache_spec=spec)
     cached = isinstance(net, SamNet) and net.mode in CACHED_MODES and d.embeddings
     if cached:
-        spec = EmbeddingCacheSpec(embedding_root, d.embedding_dtype, variant_names(d.embedding_flips),
-                                  progress=config.output.progress_bar, backend=d.embedding_backend)
+        a = d.augment
+        spec = EmbeddingCacheSpec(embedding_root, d.embedding_dtype, variant_names(d.embedding_flips, d.embedding_warps),
+                                  progress=config.output.progress_bar, backend=d.embedding_backend,
+                                  warp=WarpRanges(a.rotate_deg, a.scale, a.intensity) if d.embedding_warps else None)
         return SampleDataModule(sources, geometry, loader, encoder=net.model.image_encoder, cache_spec=spec)
     a = d.augment
     return SampleDataModule(sources, geometry, loader,
