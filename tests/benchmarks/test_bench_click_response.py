@@ -48,3 +48,15 @@ def test_the_script_writes_a_table_and_json(tmp_path, monkeypatch, capsys):
     assert "| stub | 2 | 4 | 1.000 | 1.000 | 1.000 | no clicks |" in printed
     saved = json.loads(out.read_text())["models"]["stub"]
     assert saved["cases"] == ["patient999_frame01"] and set(saved["labels"]) == {"1", "2"}
+
+
+def test_local_clicks_make_a_click_the_decoder_ignores_hold():
+    class IgnoresClicks(StubPredictor):
+        def predict(self, boxes=None, points=None, point_labels=None, mask_input=None, multimask_output=False):
+            return super().predict(boxes=boxes, mask_input=mask_input, multimask_output=multimask_output)
+
+    image, truth = nested()
+    plain = click_response.click_response(IgnoresClicks(), image, truth, steps=2)
+    assert plain[1]["satisfied"] == [False] * 8 and plain[1]["dice"][2] == plain[1]["dice"][0]
+    local = click_response.click_response(IgnoresClicks(), image, truth, steps=2, local_clicks=True)
+    assert local[1]["satisfied"][0] and local[1]["dice"][1] == [1.0] * 4  # the core (grey 150) is grown and removed

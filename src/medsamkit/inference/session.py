@@ -10,7 +10,9 @@ in order.
 
 2D update rule (SAM's interactive loop, :mod:`medsamkit.inference.refine`): a click decodes the
 object's box, all its clicks and, when :attr:`RefineConfig.mask_prompt` is on, the low-resolution
-logits of its previous result; the image is encoded once, when the session starts.
+logits of its previous result; the image is encoded once, when the session starts. With
+:attr:`RefineConfig.local_clicks` the decode changes the mask only near the click and the click
+holds (:mod:`medsamkit.inference.local_clicks`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 
 from ..errors import InputError
 from .clicks import Click, check_clicks_2d, prompt_record
+from .local_clicks import local_click_update, smoothed_grey
 from .predictor import ImageEmbedding, Predictor
 from .refine import DecodeRequest, MaskResult, decode_requests
 from .segment2d_io import check_rgb_image, label_map_from_logits, validate_boxes
@@ -42,12 +45,21 @@ class RefineConfig:
         click_reach: 3D only: a click also prompts the slices up to this many above and below
             its own, where the mask there disagrees with it (a background click on a pixel that
             slice's mask covers, a foreground click on one it misses); 0: its own slice only.
+        local_clicks: 2D only: a click changes the mask only near itself and the clicked pixel
+            takes the clicked label (:mod:`medsamkit.inference.local_clicks`).
+        local_reach: with ``local_clicks``: the new decode is kept within ``local_reach`` times the
+            click's distance to the previous mask's edge (plus 2 pixels).
+        hold_tolerance: with ``local_clicks``: grey levels (0-255) of the region grown from a click
+            the decoder did not honour; 0 switches the hold off.
         max_history: undo steps kept.
     """
 
     mask_prompt: bool = False
     carry_mask: bool = False
     click_reach: int = 0
+    local_clicks: bool = False
+    local_reach: float = 2.0
+    hold_tolerance: float = 30.0
     max_history: int = 100
 
     def __post_init__(self) -> None:
@@ -55,6 +67,10 @@ class RefineConfig:
             raise ValueError(f"max_history must be >= 0, got {self.max_history}")
         if self.click_reach < 0:
             raise ValueError(f"click_reach must be >= 0, got {self.click_reach}")
+        if self.local_reach <= 0:
+            raise ValueError(f"local_reach must be > 0, got {self.local_reach}")
+        if self.hold_tolerance < 0:
+            raise ValueError(f"hold_tolerance must be >= 0, got {self.hold_tolerance}")
 
 
 S = TypeVar("S")
@@ -156,6 +172,8 @@ class Session2D:
         self.config = config or RefineConfig()
         self.shape: tuple[int, int] = (int(image.shape[0]), int(image.shape[1]))
         self.embedding = embedding if embedding is not None else predictor.embed(image)
+        keep_grey = self.config.local_clicks and self.config.hold_tolerance > 0
+        self._grey = smoothed_grey(image) if keep_grey else None
         self._history: History[dict[int, ImageObject]] = History({}, self.config.max_history)
         self._next_id = 1
 
@@ -242,7 +260,7 @@ class Session2D:
             new = decode_requests(self.predictor, self.embedding,
                                   [self._request(specs[i][0], specs[i][1][:done[i] + k + 1], results[i]) for i in todo])
             for i, r in zip(todo, new):
-                results[i] = r
+                results[i] = self._update(results[i], r, specs[i][1][done[i] + k])
         state = dict(self._history.current)
         for obj_id, (box, clicks, label), result in zip(ids, specs, results):
             state[obj_id] = ImageObject(obj_id, label, box, clicks, result)
@@ -265,7 +283,9 @@ class Session2D:
             check_clicks_2d([click], self.shape)
             ids.append(obj_id)
             requests.append(self._request(obj.box, obj.clicks + (click,), obj.result))
-        results = decode_requests(self.predictor, self.embedding, requests)
+        decoded = decode_requests(self.predictor, self.embedding, requests)
+        results = [self._update(state[obj_id].result, r, request.clicks[-1])
+                   for obj_id, request, r in zip(ids, requests, decoded)]
         for obj_id, request, result in zip(ids, requests, results):
             state[obj_id] = replace(state[obj_id], clicks=request.clicks, result=result)
         self._history.push(state)
@@ -281,6 +301,13 @@ class Session2D:
         """Remove every object, as one operation (undo brings them back)."""
         if self._history.current:
             self._history.push({})
+
+    def _update(self, previous: MaskResult, decoded: MaskResult, click: Click) -> MaskResult:
+        """The object's result after ``click``: the decode, or its local update."""
+        if not self.config.local_clicks:
+            return decoded
+        return local_click_update(previous, decoded, click, self._grey, self.config.local_reach,
+                                  self.config.hold_tolerance)
 
     def _request(self, box, clicks: tuple[Click, ...], previous: MaskResult | None) -> DecodeRequest:
         mask = previous.low_res_logits if (self.config.mask_prompt and previous is not None) else None
