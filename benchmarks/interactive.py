@@ -61,6 +61,9 @@ MODES = {
     "clicks+mask+carry": {"mask_prompt": True, "carry_mask": True},
     "clicks+reach1": {"click_reach": 1},
     "clicks+reach2": {"click_reach": 2},
+    "clicks+local": {"local_clicks": True},
+    "clicks+local+reach1": {"local_clicks": True, "click_reach": 1},
+    "clicks+local+reach2": {"local_clicks": True, "click_reach": 2},
 }
 STEPS = 5
 TOLERANCE_MM = 2.0

@@ -14,6 +14,7 @@ from medsamkit.inference.session import RefineConfig, Session2D
 from medsamkit.inference.session3d import Session3D
 from stub_predictor import StubPredictor
 from test_session import RING_BOX, dice, ring_image
+from test_session3d import TUBE, stamped, tube
 
 
 def _result(mask: np.ndarray, score: float = 0.5) -> MaskResult:
@@ -95,7 +96,34 @@ def test_bad_local_settings_are_refused(kwargs):
         RefineConfig(**kwargs)
 
 
-def test_3d_sessions_refuse_local_clicks():
-    volume = np.zeros((3, 20, 20), np.uint8)
-    with pytest.raises(ValueError, match="2D sessions only"):
-        Session3D(StubPredictor(), volume, RefineConfig(local_clicks=True))
+def test_3d_local_clicks_fix_their_slice_and_hold_when_the_slice_is_decoded_again():
+    class IgnoresClicks(StubPredictor):
+        def predict(self, boxes=None, points=None, point_labels=None, mask_input=None, multimask_output=False):
+            return super().predict(boxes=boxes, mask_input=mask_input, multimask_output=multimask_output)
+
+    volume, ring = tube()
+    volume = stamped(volume)  # each slice traceable in the stub's calls
+    plain = Session3D(IgnoresClicks(), volume)
+    obj = plain.add_object(TUBE)
+    disc = plain.label_map().astype(bool)
+    plain.add_click(obj, (30, 20, 6, 0))
+    np.testing.assert_array_equal(plain.label_map().astype(bool), disc)  # the decoder ignores the click
+
+    stub = IgnoresClicks()
+    session = Session3D(stub, volume, RefineConfig(local_clicks=True, click_reach=1))
+    obj = session.add_object(TUBE)
+    session.add_click(obj, (30, 20, 6, 0))
+    after = session.label_map().astype(bool)
+    for z in (5, 6, 7):  # the clicked slice and, with click_reach 1, its neighbours
+        assert dice(after[z], ring[z]) > 0.9 and dice(disc[z], ring[z]) < 0.8
+    np.testing.assert_array_equal(after[:4], disc[:4])  # out of reach: as before
+    # a foreground click on slice 7 outside the ring reaches slice 6, which is decoded again from its
+    # box (the decoder gives the disc back): slice 6's own background click still holds
+    calls = len(stub.calls)
+    session.add_click(obj, (30, 2, 7, 1))
+    redone = [c for c in stub.calls[calls:] if np.array_equal(c.image, volume[6])]
+    assert redone and redone[-1].points is None  # IgnoresClicks drops them; the request had them
+    state = session.object(obj).slices[6]
+    assert [(c.x, c.y, c.label) for c in state.clicks] == [(30, 20, 0), (30, 2, 1)]
+    again = session.label_map().astype(bool)
+    assert not again[6, 20, 30] and again[6, 2, 30] and dice(again[6], ring[6]) > 0.9

@@ -16,7 +16,9 @@ of the clicks (docs/refinement.md, "Does the decoder answer a click?"). FocalCli
    bright LV cavity that a myocardium mask covers removes the cavity, not the ring.
 
 Logits are edited with the mask, so ``mask == logits > 0`` holds and the overlap rule between objects
-still works.
+still works. :class:`~medsamkit.inference.session.Session2D` applies it to each click;
+:class:`~medsamkit.inference.slice_refiner.SliceRefiner` (3D) applies it to a click's own slice and then
+makes every click of a slice hold on each later decode of that slice (from a propagated box).
 """
 
 from __future__ import annotations

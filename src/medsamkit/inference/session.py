@@ -45,8 +45,9 @@ class RefineConfig:
         click_reach: 3D only: a click also prompts the slices up to this many above and below
             its own, where the mask there disagrees with it (a background click on a pixel that
             slice's mask covers, a foreground click on one it misses); 0: its own slice only.
-        local_clicks: 2D only: a click changes the mask only near itself and the clicked pixel
-            takes the clicked label (:mod:`medsamkit.inference.local_clicks`).
+        local_clicks: a click changes the mask only near itself and the clicked pixel takes the
+            clicked label (:mod:`medsamkit.inference.local_clicks`). In 3D (the slice-by-slice
+            strategy) every click of a slice holds again whenever that slice is decoded again.
         local_reach: with ``local_clicks``: the new decode is kept within ``local_reach`` times the
             click's distance to the previous mask's edge (plus 2 pixels).
         hold_tolerance: with ``local_clicks``: grey levels (0-255) of the region grown from a click

@@ -109,8 +109,6 @@ class Session3D:
         self.slices: SliceSource = VolumeSlices(volume) if isinstance(volume, np.ndarray) else volume
         self.shape = tuple(int(s) for s in self.slices.shape)
         self.config = config or RefineConfig()
-        if self.config.local_clicks:  # a re-propagated slice would need its clicks' edits replayed
-            raise ValueError("RefineConfig.local_clicks applies to 2D sessions only (docs/refinement.md)")
         self.refiner: VolumeRefiner = refiner or SliceRefiner(predictor, self.slices, propagation, self.config,
                                                               max_cached_embeddings)
         self._history: History[dict[int, VolumeObject]] = History({}, self.config.max_history)

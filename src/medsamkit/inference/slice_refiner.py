@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .clicks import Click
+from .local_clicks import local_click_update, smoothed_grey
 from .predictor import ImageEmbedding, Predictor
 from .propagate import PropagationConfig, SliceSource, clip_to_bounds, growth
 from .refine import DecodeRequest, MaskResult, decode_requests
@@ -78,10 +79,12 @@ class SliceRefiner:
         self.predictor = predictor
         self.propagation = propagation or PropagationConfig()
         self.config = config or RefineConfig()
+        self.slices = slices
         self.embeddings = EmbeddingLRU(predictor, slices, max_cached_embeddings)
         self.decoder_calls = 0
         self.monitor: Monitor | None = None
         self._box_step = False
+        self._greys: dict[int, np.ndarray | None] = {}
 
     # ------------------------------------------------------------------------ strategy
     def segment(self, objects: Sequence[VolumeObject]) -> list[VolumeObject]:
@@ -112,7 +115,7 @@ class SliceRefiner:
 
     def refine(self, updates: Sequence[tuple[VolumeObject, Click]]) -> list[VolumeObject]:
         """Apply one click to each object; all their walks run together, slice by slice."""
-        starts, passthrough = [], {}
+        starts, passthrough, new_clicks = [], {}, []
         for i, (obj, click) in enumerate(updates):
             z0, z1 = obj.z_range
             obj = replace(obj, clicks=obj.clicks + (click,))
@@ -128,9 +131,11 @@ class SliceRefiner:
                     starts.append((obj, edge, None, (1 if click.z > z1 else -1,)))
                 else:
                     starts.append((obj, click.z, self._request(obj, click.z, own_previous=True), None))
+                new_clicks.append(click)
                 continue
             starts.append((obj, click.z, self._request(obj, click.z, own_previous=True), None))
-        walked = self._run(starts, forced=False)
+            new_clicks.append(click)
+        walked = self._run(starts, forced=False, new_clicks=new_clicks)
         out, k = [], 0
         for i in range(len(updates)):
             if i in passthrough:
@@ -157,7 +162,8 @@ class SliceRefiner:
                     continue
                 starts.append((obj, z, request, ()))
                 owners.append(i)
-            for i, slices in zip(owners, self._run(starts, forced=False)):
+            moved = [Click(clicks[i].x, clicks[i].y, clicks[i].label, z=start[1]) for i, start in zip(owners, starts)]
+            for i, slices in zip(owners, self._run(starts, forced=False, new_clicks=moved)):
                 objects[i] = replace(objects[i], slices=slices)
         return objects
 
@@ -240,10 +246,11 @@ class SliceRefiner:
         return obj.box
 
     def _run(self, starts: Sequence[tuple[VolumeObject, int, DecodeRequest | None, tuple[int, ...] | None]],
-             forced: bool) -> list[dict[int, SliceState]]:
+             forced: bool, new_clicks: Sequence[Click] | None = None) -> list[dict[int, SliceState]]:
         """Decode each start slice (request None: the start slice is kept as it is), then walk
         outward from it (away from the key slice, or in the directions given), all objects
-        together: the upward sweep, then the downward sweep."""
+        together: the upward sweep, then the downward sweep. ``new_clicks``: the click that
+        started each walk (the local update's click with ``RefineConfig.local_clicks``)."""
         slices = [dict(start[0].slices) for start in starts]
         # the start slices, grouped by slice
         by_z: dict[int, list[int]] = {}
@@ -253,6 +260,9 @@ class SliceRefiner:
         for z, members in sorted(by_z.items()):
             results = self._decode(z, [starts[i][2] for i in members])  # type: ignore[misc]
             for i, result in zip(members, results):
+                stored = slices[i].get(z)
+                result = self._local(z, result, starts[i][2].clicks, stored.result if stored is not None else None,
+                                     new_clicks[i] if new_clicks is not None else None)
                 slices[i][z] = SliceState(starts[i][2].box, starts[i][2].clicks, result)
         walks: list[tuple[int, _Walk]] = []
         for i, (obj, z, request, directions) in enumerate(starts):
@@ -307,13 +317,30 @@ class SliceRefiner:
             requests.append(request)
         if not go:
             return
-        results = self._decode(z, requests, embedding)
+        results = [self._local(z, r, q.clicks) for r, q in zip(self._decode(z, requests, embedding), requests)]
         for w, request, result in zip(go, requests, results):
             stored = w.slices.get(z)
             w.slices[z] = SliceState(request.box, request.clicks, result)
             unchanged = stored is not None and np.array_equal(stored.result.mask, result.mask)
             w.previous = result
             w.next_z = w.end + w.step if (unchanged and not w.forced) else z + w.step
+
+    def _local(self, z: int, decoded: MaskResult, clicks: tuple[Click, ...], previous: MaskResult | None = None,
+               new_click: Click | None = None) -> MaskResult:
+        """With ``RefineConfig.local_clicks``: the new click's decode kept near it (over the slice's
+        previous result), then every click of the slice made to hold; else the decode as it is."""
+        if not self.config.local_clicks or not clicks:
+            return decoded
+        c = self.config
+        if z not in self._greys:
+            self._greys = {z: smoothed_grey(self.slices.rgb(z)) if c.hold_tolerance > 0 else None}  # one slice kept
+        grey = self._greys[z]
+        out = decoded
+        if new_click is not None and previous is not None:
+            out = local_click_update(previous, decoded, new_click, grey, c.local_reach, c.hold_tolerance)
+        for click in clicks:
+            out = local_click_update(out, out, click, grey, c.local_reach, c.hold_tolerance)
+        return out
 
     def _decode(self, z: int, requests: Sequence[DecodeRequest], embedding: ImageEmbedding | None = None
                 ) -> list[MaskResult]:
