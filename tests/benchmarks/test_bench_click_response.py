@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from bench_helpers import fake_volumes, import_benchmark
+from stub_predictor import IgnoresClicks
 
 click_response, StubPredictor = import_benchmark("click_response")
 
@@ -51,10 +52,6 @@ def test_the_script_writes_a_table_and_json(tmp_path, monkeypatch, capsys):
 
 
 def test_local_clicks_make_a_click_the_decoder_ignores_hold():
-    class IgnoresClicks(StubPredictor):
-        def predict(self, boxes=None, points=None, point_labels=None, mask_input=None, multimask_output=False):
-            return super().predict(boxes=boxes, mask_input=mask_input, multimask_output=multimask_output)
-
     image, truth = nested()
     plain = click_response.click_response(IgnoresClicks(), image, truth, steps=2)
     assert plain[1]["satisfied"] == [False] * 8 and plain[1]["dice"][2] == plain[1]["dice"][0]

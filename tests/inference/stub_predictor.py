@@ -93,3 +93,11 @@ class StubPredictor:
         low = np.stack([[cv2.resize(m.astype(np.float32), (256, 256), interpolation=cv2.INTER_NEAREST) * 20 - 10
                          for m in row] for row in out])
         return Prediction(out, logits, scores, torch.from_numpy(low.astype(np.float32)))
+
+
+class IgnoresClicks(StubPredictor):
+    """The stub with clicks dropped (a box-only decoder, like zero-shot LiteMedSAM at its worst);
+    the calls record no points."""
+
+    def predict(self, boxes=None, points=None, point_labels=None, mask_input=None, multimask_output=False) -> Prediction:
+        return super().predict(boxes=boxes, mask_input=mask_input, multimask_output=multimask_output)

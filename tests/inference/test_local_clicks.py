@@ -12,7 +12,7 @@ from medsamkit.inference.local_clicks import local_click_update, smoothed_grey
 from medsamkit.inference.refine import MaskResult
 from medsamkit.inference.session import RefineConfig, Session2D
 from medsamkit.inference.session3d import Session3D
-from stub_predictor import StubPredictor
+from stub_predictor import IgnoresClicks
 from test_session import RING_BOX, dice, ring_image
 from test_session3d import TUBE, stamped, tube
 
@@ -71,10 +71,6 @@ def test_a_foreground_hold_stays_within_the_clicks_distance():
 
 
 def test_session_with_local_clicks_fixes_the_ring_when_the_decoder_ignores_clicks():
-    class IgnoresClicks(StubPredictor):
-        def predict(self, boxes=None, points=None, point_labels=None, mask_input=None, multimask_output=False):
-            return super().predict(boxes=boxes, mask_input=mask_input, multimask_output=multimask_output)
-
     rgb, ring, (cx, cy) = ring_image()
     plain = Session2D(IgnoresClicks(), rgb)
     obj = plain.add_object(RING_BOX)
@@ -97,10 +93,6 @@ def test_bad_local_settings_are_refused(kwargs):
 
 
 def test_3d_local_clicks_fix_their_slice_and_hold_when_the_slice_is_decoded_again():
-    class IgnoresClicks(StubPredictor):
-        def predict(self, boxes=None, points=None, point_labels=None, mask_input=None, multimask_output=False):
-            return super().predict(boxes=boxes, mask_input=mask_input, multimask_output=multimask_output)
-
     volume, ring = tube()
     volume = stamped(volume)  # each slice traceable in the stub's calls
     plain = Session3D(IgnoresClicks(), volume)
