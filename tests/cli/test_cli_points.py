@@ -187,3 +187,27 @@ def test_a_session_written_as_a_prompts_file_replays_to_the_same_labels(files, t
     replayed, _ = read_volume(out)
     np.testing.assert_array_equal(replayed, session3d.label_map())
     assert replayed[7].any() and not replayed[0].any()
+
+
+def test_local_clicks_reach_the_session_on_images_and_volumes(files, tmp_path, capsys, monkeypatch):
+    from stub_predictor import IgnoresClicks
+
+    def make(args, mode="latency"):
+        return IgnoresClicks(), None
+
+    monkeypatch.setattr(common, "make_predictor", make)
+    monkeypatch.setattr(segment3d, "make_predictor", make)
+    d, truth = files
+    image = ["segment", d / "ring.png", "--box", "24,9,66,51", "--point", "45,30,0"]
+    code, _, err = run(capsys, *image, "-o", tmp_path / "plain.png")
+    assert code == 0, err
+    assert (read_png(tmp_path / "plain.png") > 0).sum() > truth.sum()  # the model ignored the click
+    code, _, err = run(capsys, *image, "--local-clicks", "-o", tmp_path / "local.png")
+    assert code == 0, err
+    local = read_png(tmp_path / "local.png") > 0
+    assert not local[30, 45] and 2 * (local & truth).sum() / (local.sum() + truth.sum()) > 0.9
+    volume = ["segment", d / "tube.nii.gz", "--box", "24,9,0,66,51,7", "--point", "45,30,5,0", "--modality", "rgb"]
+    code, _, err = run(capsys, *volume, "--local-clicks", "-o", tmp_path / "local.nii.gz")
+    assert code == 0, err
+    labels = read_volume(tmp_path / "local.nii.gz")[0].astype(bool)
+    assert not labels[5, 30, 45] and labels[4, 30, 45]  # the clicked slice only

@@ -29,6 +29,9 @@ def add_point_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--point", action=OrderedAppend, default=[], metavar="X,Y[,Z],LABEL",
                    help="a click (LABEL 1 foreground, 0 background; Z on volumes) belonging to the --box just before "
                         "it, applied in order; points before any --box make a point-only object (repeatable)")
+    p.add_argument("--local-clicks", action="store_true",
+                   help="each click changes the mask only near itself and its pixel keeps the clicked label, even "
+                        "where the model ignores the click (RefineConfig.local_clicks; docs/refinement.md)")
 
 
 @dataclass

@@ -188,8 +188,10 @@ def _segmenter(args: argparse.Namespace, prompts: list[BoxPrompt], mode: str) ->
         if fast is not None:
             return fast
     from ..inference.segment2d import Segmenter2D
+    from ..inference.session import RefineConfig
 
-    return Segmenter2D(make_2d_predictor(args, mode), args.modality, args.window)
+    return Segmenter2D(make_2d_predictor(args, mode), args.modality, args.window,
+                       RefineConfig(local_clicks=args.local_clicks))
 
 
 def _plan_folder(args: argparse.Namespace, folder: Path, prompts: list[BoxPrompt]) -> FolderPlan:

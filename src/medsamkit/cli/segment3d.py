@@ -213,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
     """Segment one volume: read, resolve the prompts, propagate, write with the input's geometry."""
     from ..training.export_metadata import is_baseline_checkpoint
     from ..inference.propagate import PropagationConfig
+    from ..inference.session import RefineConfig
     from ..inference.volume3d import Cleanup, VolumeOptions, is_dicom_ct, segment_volume
     from ..io.image2d import check_pixel_values
     from ..io.volume import read_volume, write_volume
@@ -239,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
         propagation=PropagationConfig(grow_px=args.grow, stop_when_empty=args.stop_when_empty,
                                       clip_to_box=not args.unbounded),
         cleanup=Cleanup(keep_largest=args.keep_largest, fill_holes=args.fill_holes),
-        overlap=args.overlap, progress=not args.quiet,
+        overlap=args.overlap, progress=not args.quiet, refine=RefineConfig(local_clicks=args.local_clicks),
     )
     # box-only prompts stream through the planned slices: an OpenVINO encoder in throughput mode
     # encodes the next ones while a slice is decoded (clicks go through a session, one at a time)
