@@ -45,6 +45,14 @@ def test_the_new_decode_counts_only_near_the_click():
     assert out.score == 0.8
 
 
+def test_a_click_the_previous_mask_already_agrees_with_takes_the_whole_decode():
+    shape = (80, 100)
+    previous = _square(shape, 20, 50, 20, 50)
+    decoded = _square(shape, 24, 46, 24, 46) | _square(shape, 60, 75, 80, 95)
+    out = local_click_update(_result(previous), _result(decoded), Click(70.0, 35.0, 0), reach=2.0)
+    np.testing.assert_array_equal(out.mask, decoded)  # outside the mask already: a hint to the decoder
+
+
 def test_a_background_click_the_decoder_ignores_removes_the_cavity_and_keeps_the_ring():
     rgb, ring, (cx, cy) = ring_image()
     disc = ring | (np.hypot(*np.mgrid[:ring.shape[0], :ring.shape[1]][::-1] - np.array([cx, cy])[:, None, None]) <= 13)

@@ -8,7 +8,8 @@ of the clicks (docs/refinement.md, "Does the decoder answer a click?"). FocalCli
 1. **Reach.** Let ``d`` be the distance from the click to the previous mask's edge, measured on the
    side that is wrong: inside the mask for a background click, outside it for a foreground one.
    Inside a disk of radius ``reach * d + 2`` pixels the new decode is taken; outside it the previous
-   result stays.
+   result stays. A click on a pixel the previous mask already labels as clicked corrects nothing
+   there: it is a hint to the decoder, and the whole new decode is taken.
 2. **Hold** (``tolerance > 0``). If the clicked pixel still has the wrong label, a region is grown
    from the click on the smoothed grey image: connected pixels within ``tolerance`` grey levels of
    the click and within ``d`` of it. That region takes the clicked label. The click sits at the
@@ -51,8 +52,12 @@ def local_click_update(previous: MaskResult, decoded: MaskResult, click: Click, 
     y = min(max(int(round(click.y)), 0), shape[0] - 1)
     x = min(max(int(round(click.x)), 0), shape[1] - 1)
     wrong_side = ~previous.mask if click.positive else previous.mask
-    d = float(ndimage.distance_transform_edt(wrong_side)[y, x]) if wrong_side[y, x] else 0.0
-    logits = np.where(_disk(shape, y, x, reach * d + 2), decoded.logits, previous.logits).astype(np.float32)
+    if wrong_side[y, x]:
+        d = float(ndimage.distance_transform_edt(wrong_side)[y, x])
+        logits = np.where(_disk(shape, y, x, reach * d + 2), decoded.logits, previous.logits).astype(np.float32)
+    else:  # the previous mask agrees with the click: a hint, the whole decode is taken
+        d = 0.0
+        logits = decoded.logits.astype(np.float32, copy=True)
     if grey is not None and tolerance > 0 and (logits[y, x] > 0) != click.positive:
         near = (np.abs(grey - grey[y, x]) <= tolerance) & _disk(shape, y, x, d)
         near[y, x] = True
