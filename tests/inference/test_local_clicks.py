@@ -45,6 +45,18 @@ def test_the_new_decode_counts_only_near_the_click():
     assert out.score == 0.8
 
 
+def test_a_pinhole_next_to_the_click_does_not_shrink_its_reach_and_a_foreground_click_stays_local():
+    shape = (80, 100)
+    previous = _square(shape, 10, 70, 20, 80)
+    previous[40, 51] = False  # a one-pixel hole beside the click
+    out = local_click_update(_result(previous), _result(np.zeros(shape, bool)), Click(50.0, 40.0, 0), reach=2.0)
+    assert not out.mask.any()  # d = 30 (to the outer edge), not 1: the decoder's empty answer everywhere
+    # a foreground click 5 px outside the object: the object (a hole of the background) is not filled over
+    grown = _square(shape, 10, 70, 20, 85)
+    out = local_click_update(_result(previous), _result(grown | _square(shape, 0, 5, 0, 5)), Click(84.0, 40.0, 1))
+    assert out.mask[40, 84] and not out.mask[:5, :5].any()  # d = 5: the far corner is not taken
+
+
 def test_a_click_the_previous_mask_already_agrees_with_takes_the_whole_decode():
     shape = (80, 100)
     previous = _square(shape, 20, 50, 20, 50)

@@ -8,8 +8,9 @@ of the clicks (docs/refinement.md, "Does the decoder answer a click?"). FocalCli
 1. **Reach.** Let ``d`` be the distance from the click to the previous mask's edge, measured on the
    side that is wrong: inside the mask for a background click, outside it for a foreground one.
    Inside a disk of radius ``reach * d + 2`` pixels the new decode is taken; outside it the previous
-   result stays. A click on a pixel the previous mask already labels as clicked corrects nothing
-   there: it is a hint to the decoder, and the whole new decode is taken.
+   result stays. Holes of that side up to 1/500 of the image are filled first, so a stray pixel
+   beside the click does not shrink ``d``. A click on a pixel the previous mask already labels as
+   clicked corrects nothing there: it is a hint to the decoder, and the whole new decode is taken.
 2. **Hold** (``tolerance > 0``). If the clicked pixel still has the wrong label, a region is grown
    from the click on the smoothed grey image: connected pixels within ``tolerance`` grey levels of
    the click and within ``d`` of it. That region takes the clicked label. The click sits at the
@@ -44,6 +45,18 @@ def _disk(shape: tuple[int, int], y: int, x: int, radius: float) -> np.ndarray:
     return (yy - y) ** 2 + (xx - x) ** 2 <= radius * radius
 
 
+def _small_holes_filled(region: np.ndarray, fraction: float = 1 / 500) -> np.ndarray:
+    """``region`` with its holes of at most ``fraction`` of the image filled."""
+    holes = ndimage.binary_fill_holes(region) & ~region
+    if not holes.any():
+        return region
+    labels, n = ndimage.label(holes)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    small = sizes <= fraction * region.size
+    small[0] = False
+    return region | small[labels]
+
+
 def local_click_update(previous: MaskResult, decoded: MaskResult, click: Click, grey: np.ndarray | None = None,
                        reach: float = 2.0, tolerance: float = 30.0) -> MaskResult:
     """``decoded`` (the decode with ``click`` added) kept only near the click, over ``previous``; then
@@ -53,7 +66,7 @@ def local_click_update(previous: MaskResult, decoded: MaskResult, click: Click, 
     x = min(max(int(round(click.x)), 0), shape[1] - 1)
     wrong_side = ~previous.mask if click.positive else previous.mask
     if wrong_side[y, x]:
-        d = float(ndimage.distance_transform_edt(wrong_side)[y, x])
+        d = float(ndimage.distance_transform_edt(_small_holes_filled(wrong_side))[y, x])
         logits = np.where(_disk(shape, y, x, reach * d + 2), decoded.logits, previous.logits).astype(np.float32)
     else:  # the previous mask agrees with the click: a hint, the whole decode is taken
         d = 0.0
