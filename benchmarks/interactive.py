@@ -25,6 +25,8 @@ case entry in the JSON and printed in the tables; a file holding a model under a
 not resumed into (give the run another ``--out`` or model NAME). ``--grow PX`` sets the growth of
 the boxes propagated from slice to slice (model-input pixels; default: the model's, 3, or 1 for
 ``litemedsam-clicks``: ``Predictor.grow_px``); the growth used is recorded and checked the same way.
+``--keep-topology`` / ``--no-keep-topology`` set ``PropagationConfig.keep_topology`` (default: the
+model's, on for ``litemedsam-clicks``: :mod:`medsamkit.inference.topology`); recorded and checked too.
 
 Results go to a JSON file after each case; rerunning skips what is there (resume). Slice
 embeddings are memoised per case across variants (the encoder is a pure function of the slice),
@@ -33,7 +35,7 @@ so only the first variant of a case pays for encoding in its step 0.
     python benchmarks/interactive.py [--out /work/runs/i13/interactive.json] [--datasets acdc-mr]
         [--cases patient008_frame01 ...] [--split-val splits/acdc-mr.json] [--modes box clicks ...]
         [--model zero-shot=litemedsam --model clicks=/path/model.pth] [--threads 2] [--embedding-cache DIR]
-        [--overlap last|logit|smallest] [--grow PX]
+        [--overlap last|logit|smallest] [--grow PX] [--keep-topology | --no-keep-topology]
     python benchmarks/interactive.py --table [--out ...]     # markdown tables from the JSON
 """
 
@@ -107,24 +109,26 @@ def memo_predictor(predictor, folder: Path | None = None):
     return predictor, cache
 
 
-def make_session(vol8: np.ndarray, predictor, config: dict | None, overlap: str, grow: int | None = None):
+def make_session(vol8: np.ndarray, predictor, config: dict | None, overlap: str, grow: int | None = None,
+                 topology: bool | None = None):
     """The 3D session of one run: what ``medsamkit.Session(vol8, predictor, volume=True,
     modality="rgb", config=...)`` makes (uint8 volume as is, default propagation), with the
-    benchmark's ``overlap`` rule, which ``medsamkit.Session`` does not take, and ``grow`` (None:
-    the model's)."""
+    benchmark's ``overlap`` rule, which ``medsamkit.Session`` does not take, ``grow`` and
+    ``topology`` (``PropagationConfig.keep_topology``; None: the model's)."""
     from medsamkit.inference.propagate import PropagationConfig
     from medsamkit.inference.session import RefineConfig
     from medsamkit.inference.session3d import Session3D
 
     return Session3D(predictor, vol8, RefineConfig(**config) if config else RefineConfig(),
-                     PropagationConfig(grow_px=grow), overlap=overlap)
+                     PropagationConfig(grow_px=grow, keep_topology=topology), overlap=overlap)
 
 
-def _check_overlap(results: dict, model_name: str, overlap: str, grow: int | None = None) -> None:
+def _check_overlap(results: dict, model_name: str, overlap: str, grow: int | None = None,
+                   topology: bool | None = None) -> None:
     """Refuse to resume a model's entries measured under another (or an unrecorded) rule or
-    growth (``grow`` None: not checked)."""
+    growth or topology rule (None: not checked)."""
     entries = [e for runs in results["runs"].get(model_name, {}).values() for e in runs.values()]
-    for key, value in (("overlap", overlap), ("grow", grow)):
+    for key, value in (("overlap", overlap), ("grow", grow), ("topology", topology)):
         if value is None:
             continue
         other = {e.get(key) for e in entries} - {value}
@@ -235,7 +239,7 @@ def run(args: argparse.Namespace) -> None:
     import torch
 
     import medsamkit
-    from medsamkit.inference.propagate import PropagationConfig, growth
+    from medsamkit.inference.propagate import PropagationConfig, growth, topology_kept
     from medsamkit.io.volume import read_volume
     from medsamkit.preprocessing.intensity import PercentileClip
 
@@ -252,10 +256,13 @@ def run(args: argparse.Namespace) -> None:
         is_file = Path(source).is_file()
         predictor = medsamkit.load(checkpoint=source) if is_file else medsamkit.load(source)
         grow = growth(PropagationConfig(grow_px=args.grow), predictor)
-        _check_overlap(results, model_name, args.overlap, grow)
+        topology = topology_kept(PropagationConfig(keep_topology=args.keep_topology), predictor)
+        _check_overlap(results, model_name, args.overlap, grow, topology)
         predictor, cache = memo_predictor(predictor, args.embedding_cache)
-        results.setdefault("models", {})[model_name] = {"source": source, "overlap": args.overlap, "grow": grow}
-        print(f"model {model_name}: {source}, overlap {args.overlap}, grow {grow} px", flush=True)
+        results.setdefault("models", {})[model_name] = {"source": source, "overlap": args.overlap, "grow": grow,
+                                                        "topology": topology}
+        print(f"model {model_name}: {source}, overlap {args.overlap}, grow {grow} px, keep topology {topology}",
+              flush=True)
         for dataset, case in _cases(args):
             key = f"{dataset}/{case.case_id}"
             cache.clear()
@@ -272,11 +279,12 @@ def run(args: argparse.Namespace) -> None:
                     labels = [int(v) for v in np.unique(truth) if v != 0]
 
                 def factory(config, vol8=vol8):
-                    return make_session(vol8, predictor, config, args.overlap, grow)
+                    return make_session(vol8, predictor, config, args.overlap, grow, topology)
 
                 entry = run_case(factory, truth, geometry.spacing, labels, mode)
                 entry.update({"dataset": dataset, "case": case.case_id, "spacing": list(geometry.spacing),
-                              "shape": list(truth.shape), "overlap": args.overlap, "grow": grow})
+                              "shape": list(truth.shape), "overlap": args.overlap, "grow": grow,
+                              "topology": topology})
                 runs[key] = entry
                 _save(results, args.out)
                 summary = " ".join(f"{lab}:{v['dsc'][0]:.3f}->{v['final_dsc']:.3f}" for lab, v in entry["labels"].items())
@@ -310,7 +318,9 @@ def table(args: argparse.Namespace) -> None:
                         groups.setdefault((mode, _rule(e)), []).append(e)
             rules = sorted({rule for _, rule in groups})
             grows = sorted({str(e.get("grow", "not recorded")) for g in groups.values() for e in g})
-            print(f"### {model_name}, {dataset}, overlap {', '.join(rules)}, grow {', '.join(grows)}\n")
+            topologies = sorted({str(e.get("topology", "not recorded")) for g in groups.values() for e in g})
+            print(f"### {model_name}, {dataset}, overlap {', '.join(rules)}, grow {', '.join(grows)}, "
+                  f"keep topology {', '.join(topologies)}\n")
             print("| mode | overlap | label | n | DSC step 0 | 1 | 2 | 3 | 4 | 5 | final DSC | NSD 2 mm | DSC AUC "
                   "| s per click (median, max) |")
             print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -351,7 +361,7 @@ def figure(args: argparse.Namespace) -> None:
     for title, (model_name, source) in zip(("zero-shot", "click-trained"), [m.split("=", 1) for m in args.model]):
         predictor = medsamkit.load(checkpoint=source) if Path(source).is_file() else medsamkit.load(source)
         predictor, _ = memo_predictor(predictor, args.embedding_cache)
-        session = make_session(vol8, predictor, MODES[args.modes[0]], args.overlap, args.grow)
+        session = make_session(vol8, predictor, MODES[args.modes[0]], args.overlap, args.grow, args.keep_topology)
         labels = [int(v) for v in np.unique(truth) if v != 0]
         ids = dict(zip(labels, session.add_objects([protocol_prompt(truth == lab, lab) for lab in labels])))
         before = session.label_map() == label
@@ -407,6 +417,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--grow", type=int, default=None, metavar="PX",
                    help="growth of the boxes propagated from slice to slice, model-input pixels "
                         "(default: the model's: 3, litemedsam-clicks 1)")
+    p.add_argument("--keep-topology", action=argparse.BooleanOptionalAction, default=None,
+                   help="decode a propagated slice again when an object turns from solid into a ring or back "
+                        "(default: the model's: on for litemedsam-clicks)")
     p.add_argument("--table", action="store_true", help="print the markdown tables of --out and exit")
     p.add_argument("--figure", nargs=4, metavar=("DATASET", "CASE", "LABEL", "PNG"),
                    help="draw one label's key slice: truth, then each --model's box-only and 5-click masks "

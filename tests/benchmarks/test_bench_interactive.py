@@ -86,8 +86,8 @@ def test_runs_record_the_rule_per_model_and_entry_and_refuse_to_mix_rules(acdc_l
     assert bench.main(base + ["--model", "a=litemedsam", "--overlap", "logit"]) == 0
     assert bench.main(base + ["--model", "b=litemedsam"]) == 0
     results = json.loads(out.read_text())
-    assert results["models"] == {"a": {"source": "litemedsam", "overlap": "logit", "grow": 3},
-                                 "b": {"source": "litemedsam", "overlap": "last", "grow": 3}}
+    assert results["models"] == {"a": {"source": "litemedsam", "overlap": "logit", "grow": 3, "topology": False},
+                                 "b": {"source": "litemedsam", "overlap": "last", "grow": 3, "topology": False}}
     a = results["runs"]["a"]["box"]["acdc-mr/patient999_frame01"]
     b = results["runs"]["b"]["box"]["acdc-mr/patient999_frame01"]
     assert (a["overlap"], b["overlap"]) == ("logit", "last")
@@ -95,7 +95,8 @@ def test_runs_record_the_rule_per_model_and_entry_and_refuse_to_mix_rules(acdc_l
     capsys.readouterr()
     assert bench.main(["--table", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "### a, acdc-mr, overlap logit, grow 3" in printed and "### b, acdc-mr, overlap last, grow 3" in printed
+    assert "### a, acdc-mr, overlap logit, grow 3, keep topology False" in printed
+    assert "### b, acdc-mr, overlap last, grow 3, keep topology False" in printed
     assert "| box | logit | 2 | 1 |" in printed and "| box | last | 2 | 1 |" in printed
     with pytest.raises(SystemExit, match="overlap last, not logit"):  # no resume under another rule
         bench.main(base + ["--model", "b=litemedsam", "--overlap", "logit"])
@@ -114,4 +115,23 @@ def test_grow_reaches_the_session_is_recorded_and_not_mixed(acdc_like, monkeypat
     results = json.loads(out.read_text())
     assert results["models"]["a"]["grow"] == 1 == results["runs"]["a"]["box"]["acdc-mr/patient999_frame01"]["grow"]
     with pytest.raises(SystemExit, match="grow 1, not 3"):  # the predictor's default (3) is another growth
+        bench.main(base)
+
+
+def test_keep_topology_reaches_the_session_is_recorded_and_not_mixed(acdc_like):
+    """``--keep-topology`` (default: the predictor's, off for litemedsam) sets the sessions'
+    ``PropagationConfig.keep_topology``; a file holding the other setting is not resumed into."""
+    pytest.importorskip("nibabel")
+    image, _ = nested()
+    vol8 = image.astype(np.uint8)
+    assert bench.make_session(vol8, StubPredictor(), None, DEFAULT_OVERLAP).refiner.propagation.keep_topology is None
+    session = bench.make_session(vol8, StubPredictor(), None, DEFAULT_OVERLAP, None, True)
+    assert session.refiner.propagation.keep_topology is True
+    out = acdc_like / "topology.json"
+    base = ["--datasets", "acdc-mr", "--modes", "box", "--out", str(out), "--model", "a=litemedsam"]
+    assert bench.main(base + ["--keep-topology"]) == 0
+    results = json.loads(out.read_text())
+    entry = results["runs"]["a"]["box"]["acdc-mr/patient999_frame01"]
+    assert results["models"]["a"]["topology"] is True is entry["topology"]
+    with pytest.raises(SystemExit, match="topology True, not False"):  # litemedsam's default is off
         bench.main(base)

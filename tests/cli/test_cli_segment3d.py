@@ -242,6 +242,27 @@ def test_unbounded_turns_off_the_3d_box_clipping(phantom, tmp_path, capsys):
         assert read_volume(out)[0].any() and np.array_equal(read_volume(out)[0], api.labels)
 
 
+
+@pytest.mark.parametrize("flag, expected", [([], None), (["--keep-topology"], True), (["--no-keep-topology"], False)])
+def test_keep_topology_reaches_the_propagation(phantom, tmp_path, capsys, monkeypatch, flag, expected):
+    """--keep-topology / --no-keep-topology set PropagationConfig.keep_topology; without either the
+    model decides (litemedsam: off). The volume is still segmented."""
+    from medsamkit.inference import volume3d
+
+    seen = []
+    real = volume3d.segment_volume
+
+    def spy(array, geometry, prompts, predictor, options, **kw):
+        seen.append((options.propagation.keep_topology, predictor.keep_topology))
+        return real(array, geometry, prompts, predictor, options, **kw)
+
+    monkeypatch.setattr(volume3d, "segment_volume", spy)
+    d, _, _ = phantom
+    out = tmp_path / "topology.nii.gz"
+    code, _, err = run_cli(capsys, "segment", d / "vol.nii.gz", "--box", BOX_A, *flag, "-o", out)
+    assert code == 0, err
+    assert seen == [(expected, False)] and read_volume(out)[0].any()
+
 # --------------------------------------------------------------------------------- errors
 SENTINEL = b"an earlier result, must survive"
 

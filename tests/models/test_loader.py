@@ -116,6 +116,7 @@ def test_segment_and_session_with_the_registry_name_use_the_adapted_model(ring_p
     assert (clicks != masks["litemedsam"]).sum() > 100  # the adapter is in effect
 
     assert medsamkit.load("litemedsam-clicks").grow_px == 1 and medsamkit.load("litemedsam").grow_px == 3
+    assert medsamkit.load("litemedsam-clicks").keep_topology and not medsamkit.load("litemedsam").keep_topology
     session = medsamkit.Session(grey, medsamkit.load("litemedsam-clicks"), modality="rgb")
     obj = session.add_object(box=(48, 28, 152, 132))
     session.add_click(obj, (100, 80, 0))

@@ -50,6 +50,10 @@ def add_volume_options(p: argparse.ArgumentParser) -> None:
                         "frame, clipped to it (LiteMedSAM: its 256 px frame, as the official 3D script; 3 px there "
                         "are about 6 px of a 512 px slice; MedSAM/SAM: 1024 px) (default: the model's, 3; "
                         "litemedsam-clicks 1)")
+    g.add_argument("--keep-topology", action=argparse.BooleanOptionalAction, default=None,
+                   help="decode a propagated slice again when its mask turned from solid into a ring or back from "
+                        "the slice before (a decoder that tells a ring from the disc inside it by the box's margin) "
+                        "(default: the model's: on for litemedsam-clicks, off for the others)")
     g.add_argument("--unbounded", action="store_true",
                    help="do not clip the boxes propagated from a 3D box to its x, y extent (default: clip, since a "
                         "3D box bounds its object on every slice; the official LiteMedSAM script does not)")
@@ -238,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
     options = VolumeOptions(
         modality=modality, window=args.window,
         propagation=PropagationConfig(grow_px=args.grow, stop_when_empty=args.stop_when_empty,
-                                      clip_to_box=not args.unbounded),
+                                      clip_to_box=not args.unbounded, keep_topology=args.keep_topology),
         cleanup=Cleanup(keep_largest=args.keep_largest, fill_holes=args.fill_holes),
         overlap=args.overlap, progress=not args.quiet, refine=RefineConfig(local_clicks=args.local_clicks),
     )

@@ -50,4 +50,5 @@ def make_predictor(loaded: LoadedModel, encoder: Callable[[torch.Tensor], object
         predictor.exact_encoder = exact_encoder(choice, loaded, threads) if precision is None else None
     predictor.engine = choice
     predictor.grow_px = loaded.spec.grow_px
+    predictor.keep_topology = loaded.spec.keep_topology
     return predictor

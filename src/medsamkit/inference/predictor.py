@@ -68,6 +68,9 @@ class Predictor:
     #: the growth of a box propagated to the next slice, model-input pixels (the registry model's,
     #: set by :func:`~medsamkit.inference.factory.make_predictor`; a ``PropagationConfig`` may override it)
     grow_px = 3
+    #: whether 3D box propagation keeps an object's topology from slice to slice (the registry
+    #: model's; :mod:`~medsamkit.inference.topology`; a ``PropagationConfig`` may override it)
+    keep_topology = False
 
     def __init__(
         self, model: Sam, geometry: ModelGeometry, encoder: Callable[[torch.Tensor], torch.Tensor] | None = None,

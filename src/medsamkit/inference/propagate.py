@@ -42,6 +42,7 @@ from ..preprocessing.intensity import to_rgb_uint8
 from ..preprocessing.geometry import Frame
 from .predictor import ImageEmbedding, Predictor
 from .prompts3d import VolumePrompt
+from .topology import keeps_topology, retry_box
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,10 @@ class PropagationConfig:
             (:attr:`VolumePrompt.bounded`) to that box's x and y extent, which bounds the object on
             every slice. The official LiteMedSAM script does not (``False`` reproduces it); on
             the BraTS 2021 volume it lifts the Dice from 0.482 to 0.543 (docs/benchmarks.md).
+        keep_topology: decode a slice again when an object's mask turned from solid into a ring or
+            back from the slice it was propagated from (:mod:`medsamkit.inference.topology`). None
+            (the default): the model's (:func:`topology_kept`; on for ``litemedsam-clicks``, off
+            for every other model and for the official LiteMedSAM logic).
         stop_when_empty: stop an object's walk in one direction at the first slice where its
             mask is empty (default: go on to the end of the z range, re-using the key box, as the
             reference does).
@@ -96,6 +101,7 @@ class PropagationConfig:
 
     grow_px: int | None = None
     clip_to_box: bool = True
+    keep_topology: bool | None = None
     stop_when_empty: bool = False
     max_cached_embeddings: int = 32
 
@@ -116,6 +122,15 @@ def growth(config: PropagationConfig, predictor: object) -> int:
     if config.grow_px is not None:
         return config.grow_px
     return int(getattr(predictor, "grow_px", DEFAULT_GROW_PX))
+
+
+def topology_kept(config: PropagationConfig, predictor: object) -> bool:
+    """Whether a propagation keeps topology: ``config.keep_topology`` when set, else the
+    predictor's model's (``Predictor.keep_topology``, from
+    :attr:`medsamkit.models.registry.ModelSpec.keep_topology`)."""
+    if config.keep_topology is not None:
+        return config.keep_topology
+    return bool(getattr(predictor, "keep_topology", False))
 
 
 def clip_to_bounds(box: Sequence[float], bounds: Sequence[float]) -> tuple[float, float, float, float] | None:
@@ -392,11 +407,32 @@ class BoxPropagator:
         prediction = self.predictor.predict(boxes=boxes)
         state.decoder_calls += 1
         masks, logits = prediction.masks[:, 0], prediction.logits[:, 0]
+        if topology_kept(self.config, self.predictor):
+            state.decoder_calls += self._keep_topology(active, embedding.frame, boxes, masks, logits)
         for obj, box, mask in zip(active, boxes, masks):
             obj.box, obj.last_mask = box, mask
             obj.slices += 1
             obj.empty_slices += int(not mask.any())
         return SliceResult(z, tuple(o.obj_id for o in active), masks, logits, final)
+
+    def _keep_topology(self, active: list[ObjectState], frame: Frame, boxes: np.ndarray, masks: np.ndarray,
+                       logits: np.ndarray) -> int:
+        """Decode again, in place, the objects whose mask changed topology from their last slice's
+        (:mod:`~medsamkit.inference.topology`); returns the decoder calls made (0 or 1)."""
+        grow = growth(self.config, self.predictor)
+        retries = {}
+        for k, obj in enumerate(active):
+            if obj.last_mask is not None:
+                box = retry_box(obj.last_mask, masks[k], boxes[k], frame, self.predictor.geometry, grow)
+                if box is not None:
+                    retries[k] = box
+        if not retries:
+            return 0
+        again = self.predictor.predict(boxes=np.array(list(retries.values()), dtype=np.float64))
+        for row, (k, box) in enumerate(retries.items()):
+            if keeps_topology(active[k].last_mask, again.masks[row, 0]):
+                boxes[k], masks[k], logits[k] = box, again.masks[row, 0], again.logits[row, 0]
+        return 1
 
     @staticmethod
     def _nothing(state: PropagationState, z: int, final: bool) -> SliceResult:

@@ -17,9 +17,10 @@ import numpy as np
 from .clicks import Click
 from .local_clicks import local_click_update, smoothed_grey
 from .predictor import ImageEmbedding, Predictor
-from .propagate import PropagationConfig, SliceSource, clip_to_bounds, growth
+from .propagate import PropagationConfig, SliceSource, clip_to_bounds, growth, topology_kept
 from .refine import DecodeRequest, MaskResult, decode_requests
 from .session import RefineConfig
+from .topology import keeps_topology, retry_box
 from .volume_objects import Monitor, SliceState, VolumeObject
 
 
@@ -317,13 +318,34 @@ class SliceRefiner:
             requests.append(request)
         if not go:
             return
-        results = [self._local(z, r, q.clicks) for r, q in zip(self._decode(z, requests, embedding), requests)]
+        decoded = self._decode(z, requests, embedding)
+        if topology_kept(self.propagation, self.predictor):
+            self._keep_topology(z, go, requests, decoded, embedding)
+        results = [self._local(z, r, q.clicks) for r, q in zip(decoded, requests)]
         for w, request, result in zip(go, requests, results):
             stored = w.slices.get(z)
             w.slices[z] = SliceState(request.box, request.clicks, result)
             unchanged = stored is not None and np.array_equal(stored.result.mask, result.mask)
             w.previous = result
             w.next_z = w.end + w.step if (unchanged and not w.forced) else z + w.step
+
+    def _keep_topology(self, z: int, walks: list[_Walk], requests: list[DecodeRequest], decoded: list[MaskResult],
+                       embedding: ImageEmbedding) -> None:
+        """Decode again, in place, the walks' slices whose mask changed topology from the slice
+        they were propagated from (:mod:`~medsamkit.inference.topology`), with the same clicks."""
+        grow = growth(self.propagation, self.predictor)
+        retries = {}
+        for k, w in enumerate(walks):
+            if w.previous is not None:
+                box = retry_box(w.previous.mask, decoded[k].mask, requests[k].box, embedding.frame,
+                                self.predictor.geometry, grow)
+                if box is not None:
+                    retries[k] = replace(requests[k], box=box)
+        if not retries:
+            return
+        for (k, request), result in zip(retries.items(), self._decode(z, list(retries.values()), embedding)):
+            if keeps_topology(walks[k].previous.mask, result.mask):  # type: ignore[union-attr]
+                requests[k], decoded[k] = request, result
 
     def _local(self, z: int, decoded: MaskResult, clicks: tuple[Click, ...], previous: MaskResult | None = None,
                new_click: Click | None = None) -> MaskResult:

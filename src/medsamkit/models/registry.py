@@ -109,6 +109,10 @@ class ModelSpec:
         grow_px: how many model-input pixels 3D box propagation grows the previous slice's mask box
             by (LiteMedSAM's reference: 3); a model trained with smaller box jitter wants less
             (``litemedsam-clicks``, docs/refinement.md). ``--grow`` / ``PropagationConfig`` override it.
+        keep_topology: 3D box propagation decodes a slice again when the object's mask turns from
+            solid into a ring or back (:mod:`medsamkit.inference.topology`): for a decoder that
+            draws rings from a box (``litemedsam-clicks``). ``--keep-topology`` /
+            ``PropagationConfig`` override it.
     """
 
     name: str
@@ -119,6 +123,7 @@ class ModelSpec:
     family: str = "sam"
     adapter_of: str | None = None
     grow_px: int = 3
+    keep_topology: bool = False
 
     def build(self) -> nn.Module:
         return ARCHITECTURES[self.architecture]()
@@ -137,7 +142,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("litemedsam-clicks", "tinyvit", "litemedsam", "litemedsam-clicks",
                   "LiteMedSAM with a 1.8 MB decoder adapter taught to use clicks (box + clicks refinement; "
                   "trained on 3 ACDC cardiac MR patients, docs/refinement.md)", adapter_of="litemedsam",
-                  grow_px=1),
+                  grow_px=1, keep_topology=True),
         ModelSpec("medsam-vit-b", "vit-b", "medsam", "medsam-vit-b",
                   "MedSAM: SAM ViT-B tuned on 1.5M medical image/mask pairs, 1024 px"),
         ModelSpec("sam-vit-b", "vit-b", "sam", "sam-vit-b", "SAM ViT-B (natural images), 1024 px"),

@@ -66,6 +66,7 @@ class SessionPredictor(Predictor):
         self._engine = engine
         self._owner = owner
         self.grow_px = base.grow_px
+        self.keep_topology = base.keep_topology
 
     def embed(self, image: np.ndarray) -> ImageEmbedding:
         key = (self._owner, content_key(image))
