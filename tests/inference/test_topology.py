@@ -158,9 +158,9 @@ def test_registry_turns_it_on_for_the_ring_trained_decoder_only():
 
 
 @pytest.mark.parametrize("keep", [False, True])
-def test_a_session_keeps_the_cavity_and_the_wall_through_its_box_step_and_clicks(keep):
+def test_a_session_keeps_the_cavity_through_its_box_step_and_a_click(keep):
     volume = heart(APEX)
-    cavity, wall = volume == CAVITY, volume == WALL
+    cavity = volume == CAVITY
     session = Session3D(MarginDecoder(), volume, propagation=PropagationConfig(grow_px=1, keep_topology=keep),
                         overlap="logit")
     session.add_object(VolumePrompt(bounds(cavity[2]), 2, (0, 4)))
