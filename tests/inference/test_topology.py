@@ -11,7 +11,7 @@ from medsamkit.inference.predictor import Prediction
 from medsamkit.inference.propagate import BoxPropagator, PropagationConfig, VolumeSlices, topology_kept
 from medsamkit.inference.prompts3d import VolumePrompt
 from medsamkit.inference.session3d import Session3D
-from medsamkit.inference.topology import LOOSEN_PX, enclosed, is_ring, keeps_topology, retry_box
+from medsamkit.inference.topology import LOOSEN_PX, enclosed, is_ring, keeps_topology, retries, retry_box
 from medsamkit.preprocessing.geometry import Frame, ModelGeometry
 
 CAVITY, WALL = 200, 100
@@ -90,6 +90,15 @@ def test_retry_box_takes_what_a_new_ring_encloses_and_loosens_a_collapsed_ring()
     assert keeps_topology(solid, solid) and keeps_topology(ring, ring)
     assert not keeps_topology(solid, ring) and not keeps_topology(solid, np.zeros_like(solid))
 
+
+
+def test_retries_lists_only_the_objects_that_changed_topology():
+    geometry, frame = ModelGeometry(), Frame((40, 40), (40, 40), 40)
+    solid = disc((40, 40), 20, 20, 12)
+    ring = solid & ~disc((40, 40), 20, 20, 6)
+    box = (5, 5, 35, 35)
+    todo = retries([solid, None, ring, solid], [ring, ring, ring, solid], [box] * 4, frame, geometry, 2)
+    assert todo == {0: (12.0, 12.0, 28.0, 28.0)}  # no previous mask (1), unchanged (2, 3): nothing
 
 def test_retry_box_maps_through_a_scaled_frame():
     """On a 128 px slice with a 64 px model frame, growth and loosening count model pixels."""

@@ -42,7 +42,7 @@ from ..preprocessing.intensity import to_rgb_uint8
 from ..preprocessing.geometry import Frame
 from .predictor import ImageEmbedding, Predictor
 from .prompts3d import VolumePrompt
-from .topology import keeps_topology, retry_box
+from .topology import keeps_topology, retries
 
 log = logging.getLogger(__name__)
 
@@ -419,17 +419,12 @@ class BoxPropagator:
                        logits: np.ndarray) -> int:
         """Decode again, in place, the objects whose mask changed topology from their last slice's
         (:mod:`~medsamkit.inference.topology`); returns the decoder calls made (0 or 1)."""
-        grow = growth(self.config, self.predictor)
-        retries = {}
-        for k, obj in enumerate(active):
-            if obj.last_mask is not None:
-                box = retry_box(obj.last_mask, masks[k], boxes[k], frame, self.predictor.geometry, grow)
-                if box is not None:
-                    retries[k] = box
-        if not retries:
+        todo = retries([o.last_mask for o in active], masks, boxes, frame, self.predictor.geometry,
+                       growth(self.config, self.predictor))
+        if not todo:
             return 0
-        again = self.predictor.predict(boxes=np.array(list(retries.values()), dtype=np.float64))
-        for row, (k, box) in enumerate(retries.items()):
+        again = self.predictor.predict(boxes=np.array(list(todo.values()), dtype=np.float64))
+        for row, (k, box) in enumerate(todo.items()):
             if keeps_topology(active[k].last_mask, again.masks[row, 0]):
                 boxes[k], masks[k], logits[k] = box, again.masks[row, 0], again.logits[row, 0]
         return 1

@@ -20,7 +20,7 @@ from .predictor import ImageEmbedding, Predictor
 from .propagate import PropagationConfig, SliceSource, clip_to_bounds, growth, topology_kept
 from .refine import DecodeRequest, MaskResult, decode_requests
 from .session import RefineConfig
-from .topology import keeps_topology, retry_box
+from .topology import keeps_topology, retries
 from .volume_objects import Monitor, SliceState, VolumeObject
 
 
@@ -333,17 +333,13 @@ class SliceRefiner:
                        embedding: ImageEmbedding) -> None:
         """Decode again, in place, the walks' slices whose mask changed topology from the slice
         they were propagated from (:mod:`~medsamkit.inference.topology`), with the same clicks."""
-        grow = growth(self.propagation, self.predictor)
-        retries = {}
-        for k, w in enumerate(walks):
-            if w.previous is not None:
-                box = retry_box(w.previous.mask, decoded[k].mask, requests[k].box, embedding.frame,
-                                self.predictor.geometry, grow)
-                if box is not None:
-                    retries[k] = replace(requests[k], box=box)
-        if not retries:
+        todo = {k: replace(requests[k], box=box) for k, box in retries(
+            [w.previous.mask if w.previous is not None else None for w in walks], [r.mask for r in decoded],
+            [q.box for q in requests], embedding.frame, self.predictor.geometry,
+            growth(self.propagation, self.predictor)).items()}
+        if not todo:
             return
-        for (k, request), result in zip(retries.items(), self._decode(z, list(retries.values()), embedding)):
+        for (k, request), result in zip(todo.items(), self._decode(z, list(todo.values()), embedding)):
             if keeps_topology(walks[k].previous.mask, result.mask):  # type: ignore[union-attr]
                 requests[k], decoded[k] = request, result
 

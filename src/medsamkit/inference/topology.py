@@ -21,6 +21,8 @@ pinholes change nothing. Masks whose topology does not change are never decoded 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy import ndimage
 
@@ -69,6 +71,19 @@ def retry_box(previous: np.ndarray, new: np.ndarray, box, frame: Frame, geometry
     x0, y0, x1, y1 = (float(v) for v in box)
     return (max(x0 - LOOSEN_PX / sx, 0.0), max(y0 - LOOSEN_PX / sy, 0.0),
             min(x1 + LOOSEN_PX / sx, float(w)), min(y1 + LOOSEN_PX / sy, float(h)))
+
+
+def retries(previous: Sequence[np.ndarray | None], new: Sequence[np.ndarray], boxes: Sequence, frame: Frame,
+            geometry, grow_px: int) -> dict[int, tuple[float, float, float, float]]:
+    """The objects of one slice to decode again, by position: ``{k: box}`` for each ``new[k]``
+    whose topology differs from ``previous[k]`` (None: nothing to compare with), per :func:`retry_box`."""
+    out = {}
+    for k, (before, now, box) in enumerate(zip(previous, new, boxes)):
+        if before is not None:
+            retry = retry_box(before, now, box, frame, geometry, grow_px)
+            if retry is not None:
+                out[k] = retry
+    return out
 
 
 def keeps_topology(previous: np.ndarray, retried: np.ndarray) -> bool:
